@@ -1,0 +1,180 @@
+"""The `aradals-tf` command line.
+
+Commands: `train`, `evaluate`, `compare`. TensorFlow is imported only inside
+commands, so `aradals-tf --help` answers at once.
+
+Bad input (unknown names, missing or corrupt run directories, an existing
+`--out`) ends with a one-line `Error: ...` and exit status 1, never a
+traceback; set `ARADALS_TF_DEBUG=1` to see the traceback anyway.
+"""
+
+import os
+import sys
+
+import click
+
+from aradals_tf.version import __version__
+
+# Imported by name from the click callbacks; kept here so that `--help`
+# lists the choices without importing TensorFlow.
+METHOD_CHOICES = ("vanilla", "label-smoothing")
+EMBEDDED_DATASETS = ("mnist5k", "digits")
+TFDS_DATASETS = ("mnist", "fashion_mnist", "cifar10", "cifar100", "svhn_cropped")
+
+
+def _keras_verbosity():
+    """A live progress bar on a terminal, one line per epoch in logs."""
+    return 1 if sys.stdout.isatty() else 2
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="aradals-tf")
+def cli():
+    """Calibrated Keras classifiers with AR-AdaLS (adversarial-robustness-based
+    adaptive label smoothing).
+
+    Datasets: mnist5k and digits ship with the package's dependencies and work
+    offline; mnist, fashion_mnist, cifar10, cifar100, svhn_cropped and
+    cifar10_corrupted/<corruption>_<severity> come from TensorFlow Datasets
+    (--data-dir).
+    """
+
+
+@cli.command()
+@click.option(
+    "--dataset",
+    default="mnist5k",
+    show_default=True,
+    help="Dataset name: " + ", ".join(EMBEDDED_DATASETS + TFDS_DATASETS) + ".",
+)
+@click.option(
+    "--method",
+    type=click.Choice(METHOD_CHOICES),
+    default="vanilla",
+    show_default=True,
+    help="Training method.",
+)
+@click.option(
+    "--label-smoothing",
+    type=click.FloatRange(0, 1),
+    default=0.1,
+    show_default=True,
+    help="eps of uniform label smoothing (--method label-smoothing).",
+)
+@click.option("--epochs", type=click.IntRange(min=1), default=20, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=128, show_default=True)
+@click.option(
+    "--learning-rate",
+    type=click.FloatRange(min=0, min_open=True),
+    default=1e-3,
+    show_default=True,
+    help="Adam learning rate.",
+)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of weights, shuffling and data split.")
+@click.option("--backbone", default=None, help="small_cnn, mlp, resnet20 or wide_resnet_28_10 (default: by image size).")
+@click.option("--data-dir", type=click.Path(file_okay=False), default=None, help="tfds data directory.")
+@click.option("--out", required=True, type=click.Path(), help="Run directory to create, e.g. runs/vanilla.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing run directory.")
+def train(**options):
+    """Train a model and save it as a run directory (model.keras,
+    config.json, history.json)."""
+    from aradals_tf import experiments
+
+    out = options.pop("out")
+    overwrite = options.pop("overwrite")
+    config = experiments.TrainConfig(**options).validate()
+    experiments.train_run(config, out, overwrite=overwrite, verbose=_keras_verbosity())
+    click.echo(f"Saved run to {out}")
+
+
+@cli.command()
+@click.option("--run", "run_dir", required=True, type=click.Path(), help="Run directory from `aradals-tf train`.")
+@click.option(
+    "--shift",
+    "shifts",
+    multiple=True,
+    metavar="all|NAME:SEVERITY",
+    help="Also evaluate on corrupted copies of the split (repeatable); "
+    "'all' is every corruption at severities 1-5.",
+)
+@click.option("--split", type=click.Choice(["test", "validation"]), default="test", show_default=True)
+@click.option("--bins", type=click.IntRange(min=1), default=15, show_default=True, help="Bins of ECE and MCE.")
+@click.option("--plots", "plots_dir", type=click.Path(file_okay=False), default=None, help="Write reliability diagrams here.")
+@click.option("--each-shift/--shift-mean-only", default=False, show_default=True, help="Print one row per shift, or only their mean.")
+def evaluate(run_dir, shifts, split, bins, plots_dir, each_shift):
+    """Evaluate a run: accuracy, ECE, adaptive ECE, MCE, NLL and Brier, raw
+    and temperature-scaled (T fitted on the validation split). Writes
+    metrics.json into the run directory."""
+    from aradals_tf import experiments
+
+    summary = experiments.evaluate_run(
+        run_dir,
+        shifts=shifts,
+        split=split,
+        num_bins=bins,
+        plots_dir=plots_dir,
+        verbose=_keras_verbosity(),
+    )
+    click.echo()
+    click.echo(f"{summary['method']} on {summary['dataset']} ({split} split), {bins}-bin ECE:")
+    click.echo(experiments.format_table(experiments.summary_rows(summary, each_shift)))
+    for path in summary.get("plots", []):
+        click.echo(f"Wrote {path}")
+
+
+@cli.command()
+@click.argument("runs", nargs=-1, required=True, type=click.Path())
+def compare(runs):
+    """Print one table of several evaluated runs (reads their metrics.json)."""
+    from aradals_tf import atomic
+    from aradals_tf import experiments
+
+    rows = []
+    for run_dir in runs:
+        path = os.path.join(run_dir, "metrics.json")
+        if not os.path.isfile(path):
+            raise FileNotFoundError(
+                f"{path} not found; run `aradals-tf evaluate --run {run_dir}` first."
+            )
+        summary = atomic.read_json(path)
+        name = os.path.basename(os.path.normpath(run_dir))
+        for condition, kind, values in experiments.summary_rows(summary, False):
+            rows.append((f"{name} [{condition}]", kind, values))
+    click.echo(experiments.format_table(rows, first_header="run [data]"))
+
+
+_USER_ERRORS = (ValueError, OSError, KeyError)
+
+
+def main(argv=None):
+    """Console-script entry point: runs the CLI with one-line errors."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    try:
+        code = cli.main(args=argv, prog_name="aradals-tf", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("Aborted.", err=True)
+        sys.exit(130)
+    except click.ClickException as error:
+        error.show()
+        sys.exit(error.exit_code)
+    except KeyboardInterrupt:
+        click.echo("Interrupted; nothing half-written was left behind.", err=True)
+        sys.exit(130)
+    except Exception as error:  # noqa: BLE001 - user errors become one line
+        if os.environ.get("ARADALS_TF_DEBUG") or not _is_user_error(error):
+            raise
+        message = " ".join(str(error).split()) or type(error).__name__
+        click.echo(f"Error: {message}", err=True)
+        sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def _is_user_error(error):
+    if isinstance(error, _USER_ERRORS):
+        return True
+    # TensorFlow's InvalidArgumentError (e.g. a graph assertion on bad data).
+    return type(error).__name__ == "InvalidArgumentError"
+
+
+if __name__ == "__main__":
+    main()

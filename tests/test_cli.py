@@ -1,0 +1,136 @@
+"""The command line: a real train -> evaluate -> compare cycle and its errors."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from aradals_tf import cli
+from aradals_tf import experiments
+
+
+def run_main(args, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(args)
+    captured = capsys.readouterr()
+    return exit_info.value.code, captured.out, captured.err
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    """One small real run on the embedded digits (MLP, 3 epochs)."""
+    root = tmp_path_factory.mktemp("runs")
+    out = str(root / "digits_vanilla")
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["train", "--dataset", "digits", "--epochs", "3", "--out", out])
+    assert exit_info.value.code == 0
+    return out
+
+
+def test_train_writes_a_complete_run(trained_run):
+    assert sorted(os.listdir(trained_run)) == ["config.json", "history.json", "model.keras"]
+    config = json.load(open(os.path.join(trained_run, "config.json")))
+    assert config["dataset"] == "digits" and config["backbone"] == "mlp"
+    history = json.load(open(os.path.join(trained_run, "history.json")))
+    assert len(history["loss"]) == 3 and "val_ece" in history
+    # Only the run itself: no partial siblings left behind.
+    assert not [n for n in os.listdir(os.path.dirname(trained_run)) if "partial" in n]
+
+
+def test_evaluate_prints_table_and_writes_metrics(trained_run, tmp_path, capsys):
+    code, out, err = run_main(
+        ["evaluate", "--run", trained_run, "--shift", "contrast:5", "--shift", "gaussian_noise:2",
+         "--plots", str(tmp_path), "--each-shift"],
+        capsys,
+    )
+    assert code == 0, err
+    for needle in ("ECE %", "clean", "contrast:5", "shift mean", "TS (T="):
+        assert needle in out
+    summary = json.load(open(os.path.join(trained_run, "metrics.json")))
+    assert set(summary["results"]) == {"clean", "contrast:5", "gaussian_noise:2"}
+    clean = summary["results"]["clean"]
+    # Temperature scaling keeps accuracy; the printed percent is 100 x the fraction.
+    assert clean["raw"]["accuracy"] == clean["temperature"]["accuracy"]
+    assert f"{100 * clean['raw']['ece']:.2f}" in out
+    assert os.path.getsize(tmp_path / "digits_vanilla_reliability.png") > 10_000
+    code, out, _ = run_main(["compare", trained_run, trained_run], capsys)
+    assert code == 0 and out.count("digits_vanilla [clean]") == 4
+
+
+def test_label_smoothing_run_is_less_confident(tmp_path, capsys):
+    out = str(tmp_path / "ls")
+    code, _, err = run_main(
+        ["train", "--dataset", "digits", "--method", "label-smoothing", "--label-smoothing", "0.3",
+         "--epochs", "3", "--out", out],
+        capsys,
+    )
+    assert code == 0, err
+    config, model = experiments.load_run(out)
+    from aradals_tf import data
+    import numpy as np
+
+    images, _ = data.load_arrays("digits", "test")
+    probs = np.asarray(__import__("tensorflow").nn.softmax(model.predict(images, verbose=0)))
+    # With eps = 0.3 over 10 classes the loss is minimised at a top
+    # probability of 0.73: training must not push far beyond it.
+    assert np.mean(probs.max(1)) < 0.8
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["train", "--dataset", "imagenet", "--out", "x"], "valid names: mnist5k"),
+        (["train", "--method", "dropout", "--out", "x"], "dropout"),
+        (["train", "--backbone", "vgg", "--dataset", "digits", "--out", "x"], "valid names: small_cnn"),
+        (["train", "--dataset", "cifar10_corrupted/fog_1", "--out", "x"], "no train split"),
+        (["evaluate", "--run", "does/not/exist"], "not found"),
+        (["evaluate", "--run", "RUN", "--shift", "snowstorm:2"], "use one of: gaussian_noise"),
+        (["evaluate", "--run", "RUN", "--shift", "contrast:9"], "1"),
+        (["compare", "does/not/exist"], "metrics.json"),
+    ],
+)
+def test_bad_input_is_one_line_error(args, message, trained_run, capsys):
+    args = [trained_run if a == "RUN" else a for a in args]
+    code, out, err = run_main(args, capsys)
+    assert code != 0
+    assert message in err
+    assert "Traceback" not in err
+    error_lines = [line for line in err.splitlines() if line.startswith("Error:")]
+    assert len(error_lines) == 1 and message in error_lines[0]
+
+
+def test_existing_out_needs_overwrite(trained_run, capsys):
+    code, _, err = run_main(
+        ["train", "--dataset", "digits", "--epochs", "1", "--out", trained_run], capsys
+    )
+    assert code == 1 and "--overwrite" in err
+
+
+def test_corrupt_run_directory(tmp_path, capsys):
+    run = tmp_path / "broken"
+    run.mkdir()
+    code, _, err = run_main(["evaluate", "--run", str(run)], capsys)
+    assert code == 1 and "not a run directory" in err
+    (run / "config.json").write_text("{not json")
+    (run / "model.keras").write_text("garbage")
+    code, _, err = run_main(["evaluate", "--run", str(run)], capsys)
+    assert code == 1 and "not valid JSON" in err
+    (run / "config.json").write_text('{"dataset": "digits"}')
+    code, _, err = run_main(["evaluate", "--run", str(run)], capsys)
+    assert code == 1 and "Cannot load" in err
+
+
+def test_console_script_help_for_every_command():
+    script = os.path.join(os.path.dirname(sys.executable), "aradals-tf")
+    for command in ([], ["train"], ["evaluate"], ["compare"]):
+        completed = subprocess.run([script, *command, "--help"], capture_output=True, text=True, timeout=60)
+        assert completed.returncode == 0 and "Usage: aradals-tf" in completed.stdout
+
+
+def test_cli_choices_match_the_library():
+    assert set(cli.METHOD_CHOICES) == set(experiments.METHODS)
+    from aradals_tf import data
+
+    assert set(cli.EMBEDDED_DATASETS + cli.TFDS_DATASETS) | {"cifar10_corrupted"} == set(data.dataset_names())
