@@ -123,6 +123,50 @@ def evaluate(run_dir, shifts, split, bins, plots_dir, each_shift):
 
 
 @cli.command()
+@click.option("--run", "run_dir", required=True, type=click.Path(), help="Run directory from `aradals-tf train`.")
+@click.option("--split", type=click.Choice(["test", "validation"]), default="test", show_default=True)
+@click.option("--shift", default=None, metavar="NAME:SEVERITY", help="Score a corrupted copy of the split.")
+@click.option("--eps-max", type=click.FloatRange(min=0, min_open=True), default=None, help="Largest attack radius (default: the dataset's, 0.3 for MNIST-like data).")
+@click.option("--steps", type=click.IntRange(min=1), default=10, show_default=True, help="Attack steps = radii tried.")
+@click.option("--norm", type=click.Choice(["inf", "2"]), default="inf", show_default=True)
+@click.option("--loss", type=click.Choice(["margin", "cross_entropy"]), default="margin", show_default=True, help="Loss each attack step ascends.")
+@click.option("--bins", type=click.IntRange(min=1), default=10, show_default=True, help="Equal-size robustness bins.")
+@click.option("--plot", type=click.Path(dir_okay=False), default=None, help="Write accuracy/confidence per bin as PNG.")
+def robustness(run_dir, split, shift, eps_max, steps, norm, loss, bins, plot):
+    """Measure each example's adversarial robustness (one growing-radius
+    attack) and show calibration per robustness bin. Writes the table as
+    JSON into the run directory."""
+    from aradals_tf import experiments
+
+    summary = experiments.robustness_run(
+        run_dir,
+        split=split,
+        shift=shift,
+        eps_max=eps_max,
+        steps=steps,
+        num_bins=bins,
+        norm=norm,
+        loss=loss,
+        plot=plot,
+        verbose=_keras_verbosity(),
+    )
+    click.echo()
+    click.echo(
+        f"{summary['method']} on {summary['dataset']} {split}"
+        f"{f' ({shift})' if shift else ''}: accuracy {100 * summary['accuracy']:.2f} %, "
+        f"ECE {100 * summary['ece']:.2f} %, never flipped within eps_max: "
+        f"{100 * summary['never_flipped']:.1f} %"
+    )
+    click.echo("By adversarial robustness (bin 0 = least robust):")
+    click.echo(experiments.format_bin_table(summary["by_robustness"], "radius"))
+    click.echo("By confidence, for contrast:")
+    click.echo(experiments.format_bin_table(summary["by_confidence"], "confidence"))
+    click.echo(f"Wrote {summary['json']}")
+    if plot:
+        click.echo(f"Wrote {summary['plot']}")
+
+
+@cli.command()
 @click.argument("runs", nargs=-1, required=True, type=click.Path())
 def compare(runs):
     """Print one table of several evaluated runs (reads their metrics.json)."""

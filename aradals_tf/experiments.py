@@ -19,6 +19,7 @@ from aradals_tf import backbones
 from aradals_tf import corruptions
 from aradals_tf import data
 from aradals_tf import metrics
+from aradals_tf import robustness
 from aradals_tf import temperature
 from aradals_tf import training
 from aradals_tf.version import __version__
@@ -377,3 +378,111 @@ def summary_rows(summary, include_each_shift=True):
 
 def _kind_label(kind, summary):
     return "none" if kind == "raw" else f"TS (T={summary['temperature']:.2f})"
+
+
+def _shifted(dataset, shift):
+    if not shift:
+        return dataset
+    name, severity = corruptions.parse_shift(shift)
+    return corruptions.corrupt_dataset(dataset, name, severity, seed=CORRUPTION_SEED)
+
+
+def robustness_run(
+    run_dir,
+    split="test",
+    shift=None,
+    eps_max=None,
+    steps=10,
+    num_bins=10,
+    norm="inf",
+    loss="margin",
+    plot=None,
+    verbose=1,
+):
+    """Scores a run's split by adversarial robustness; tabulates calibration per bin.
+
+    Args:
+        run_dir: a run directory.
+        split: `"test"` or `"validation"`.
+        shift: optional `"name:severity"` corruption of the split.
+        eps_max: largest attack radius (None: the dataset's default).
+        steps: attack steps T.
+        num_bins: equal-size robustness (and confidence) bins.
+        norm: `"inf"` or `"2"`.
+        loss: attack loss, `"margin"` or `"cross_entropy"`.
+        plot: optional PNG path for the accuracy/confidence-per-bin plot.
+        verbose: Keras progress-bar verbosity.
+
+    Returns:
+        The summary written to `robustness_<split>[_<shift>].json` in the run.
+    """
+    if shift:
+        corruptions.parse_shift(shift)
+    config, model = load_run(run_dir)
+    info = data.dataset_info(config.dataset)
+    eps_max = info.eps_max if eps_max is None else eps_max
+    robustness.check_attack_settings(eps_max, steps, norm)
+    dataset = _shifted(_split(config, split), shift)
+    if verbose:
+        print(f"Attacking the {split} split{f' ({shift})' if shift else ''}: eps_max {eps_max:g}, {steps} steps")
+    scores = robustness.score_dataset(
+        model, dataset, eps_max=eps_max, steps=steps, norm=norm, loss=loss, verbose=verbose
+    )
+    table = metrics.calibration_by_robustness(
+        scores["label"], scores["logits"], scores["radius"], num_bins, from_logits=True
+    )
+    summary = {
+        "run": os.path.abspath(run_dir),
+        "dataset": config.dataset,
+        "method": config.method,
+        "split": split,
+        "shift": shift,
+        "attack": {"eps_max": eps_max, "steps": steps, "norm": str(norm), "loss": loss},
+        "count": int(len(scores["label"])),
+        "never_flipped": float(np.mean(np.isinf(scores["radius"]))),
+        "accuracy": float(np.mean(scores["prediction"] == scores["label"])),
+        "ece": float(
+            metrics.expected_calibration_error(scores["label"], scores["logits"], from_logits=True)
+        ),
+        **table,
+    }
+    suffix = f"_{shift.replace(':', '-')}" if shift else ""
+    summary["json"] = os.path.join(run_dir, f"robustness_{split}{suffix}.json")
+    atomic.write_json(summary["json"], summary)
+    if plot:
+        from aradals_tf import plots
+
+        name = os.path.basename(os.path.normpath(run_dir))
+        summary["plot"] = plots.calibration_by_robustness(
+            table,
+            plot,
+            title=f"run {name}: {config.method} on {config.dataset} {split}"
+            f"{f' ({shift})' if shift else ''}; L-{norm} attack, eps_max {eps_max:g}",
+        )
+    return summary
+
+
+def format_bin_table(rows, key):
+    """Formats `calibration_by_robustness` rows as an aligned text table."""
+    header = ["bin", "count", f"{key} range", "acc %", "conf %", "conf-acc", "ECE %"]
+    body = []
+    for row in rows:
+        low, high = (
+            f"{row[f'{key}_{end}']:{'.4f' if key == 'confidence' else '.3g'}}"
+            for end in ("min", "max")
+        )
+        body.append(
+            [
+                str(row["bin"]),
+                str(row["count"]),
+                low if low == high else f"{low} - {high}",
+                f"{100 * row['accuracy']:.2f}",
+                f"{100 * row['confidence']:.2f}",
+                f"{100 * row['gap']:+.2f}",
+                f"{100 * row['ece']:.2f}",
+            ]
+        )
+    widths = [max(len(r[i]) for r in [header] + body) for i in range(len(header))]
+    lines = ["  ".join(c.rjust(w) for c, w in zip(r, widths)) for r in [header] + body]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)

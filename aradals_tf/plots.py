@@ -81,3 +81,63 @@ def reliability_diagrams(panels, path, suptitle=None):
     figure.tight_layout()
     _save(figure, path)
     return path
+
+
+def _bin_bars(axis, rows, key, xlabel, title):
+    positions = np.arange(len(rows))
+    accuracy = [row["accuracy"] for row in rows]
+    confidence = [row["confidence"] for row in rows]
+    axis.bar(positions - 0.2, accuracy, width=0.4, color="tab:blue", label="accuracy")
+    axis.bar(positions + 0.2, confidence, width=0.4, color="tab:orange", label="mean confidence")
+    labels = []
+    for row in rows:
+        spec = ".3f" if key == "confidence" else ".2g"
+        low, high = (f"{row[f'{key}_{end}']:{spec}}" for end in ("min", "max"))
+        labels.append(low if low == high else f"{low}-{high}")
+    axis.set_xticks(positions, labels, rotation=45, ha="right", fontsize=8)
+    lowest = min(min(accuracy), min(confidence))
+    axis.set_ylim(max(0.0, lowest - 0.1), 1.02)
+    axis.set_xlabel(xlabel)
+    axis.set_title(title)
+    axis.legend(loc="lower right", fontsize=8)
+    for position, row in zip(positions, rows):
+        axis.annotate(
+            f"{100 * row['gap']:+.1f}",
+            (position, max(row["accuracy"], row["confidence"]) + 0.005),
+            ha="center",
+            fontsize=7,
+        )
+
+
+def calibration_by_robustness(table, path, title=None):
+    """Accuracy and confidence per robustness bin (and per confidence bin).
+
+    Args:
+        table: the dict from `metrics.calibration_by_robustness`.
+        path: output `.png` path.
+        title: optional figure title.
+
+    Returns:
+        `path`. Numbers above the bars are confidence minus accuracy in
+        points (positive: over-confident).
+    """
+    figure, axes = plt.subplots(1, 2, figsize=(12, 4.6))
+    _bin_bars(
+        axes[0],
+        table["by_robustness"],
+        "radius",
+        "adversarial robustness radius (equal-size bins, least robust left)",
+        "by robustness",
+    )
+    _bin_bars(
+        axes[1],
+        table["by_confidence"],
+        "confidence",
+        "confidence (equal-size bins)",
+        "by confidence, for contrast",
+    )
+    if title:
+        figure.suptitle(title)
+    figure.tight_layout()
+    _save(figure, path)
+    return path

@@ -78,6 +78,22 @@ def test_label_smoothing_run_is_less_confident(tmp_path, capsys):
     assert np.mean(probs.max(1)) < 0.8
 
 
+def test_robustness_command_prints_and_writes_table(trained_run, tmp_path, capsys):
+    plot = tmp_path / "robustness.png"
+    code, out, err = run_main(
+        ["robustness", "--run", trained_run, "--bins", "4", "--steps", "5", "--shift", "contrast:3",
+         "--plot", str(plot)],
+        capsys,
+    )
+    assert code == 0, err
+    assert "By adversarial robustness" in out and "By confidence" in out
+    summary = json.load(open(os.path.join(trained_run, "robustness_test_contrast-3.json")))
+    rows = summary["by_robustness"]
+    assert len(rows) == 4 and sum(row["count"] for row in rows) == summary["count"]
+    assert [row["radius_min"] for row in rows] == sorted(row["radius_min"] for row in rows)
+    assert summary["attack"]["eps_max"] == 0.3 and plot.stat().st_size > 10_000
+
+
 @pytest.mark.parametrize(
     "args, message",
     [
@@ -89,6 +105,9 @@ def test_label_smoothing_run_is_less_confident(tmp_path, capsys):
         (["evaluate", "--run", "RUN", "--shift", "snowstorm:2"], "use one of: gaussian_noise"),
         (["evaluate", "--run", "RUN", "--shift", "contrast:9"], "1"),
         (["compare", "does/not/exist"], "metrics.json"),
+        (["robustness", "--run", "RUN", "--eps-max", "0"], "eps-max"),
+        (["robustness", "--run", "RUN", "--steps", "0"], "steps"),
+        (["robustness", "--run", "RUN", "--shift", "fog:2"], "use one of"),
     ],
 )
 def test_bad_input_is_one_line_error(args, message, trained_run, capsys):
@@ -124,7 +143,7 @@ def test_corrupt_run_directory(tmp_path, capsys):
 
 def test_console_script_help_for_every_command():
     script = os.path.join(os.path.dirname(sys.executable), "aradals-tf")
-    for command in ([], ["train"], ["evaluate"], ["compare"]):
+    for command in ([], ["train"], ["evaluate"], ["compare"], ["robustness"]):
         completed = subprocess.run([script, *command, "--help"], capture_output=True, text=True, timeout=60)
         assert completed.returncode == 0 and "Usage: aradals-tf" in completed.stdout
 

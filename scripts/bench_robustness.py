@@ -1,0 +1,134 @@
+#!/usr/bin/env python
+"""Benchmark: the growing-radius robustness scorer against a naive cleverhans sweep.
+
+Measures, in one run on the same model and batch (examples per second):
+  (a) the package's scorer: one growing-radius attack, T forward+backward passes;
+  (b) the naive sweep a user would write with cleverhans alone:
+      `projected_gradient_descent` at each of the T radii, T steps each, plus a
+      forward pass per radius to see whether the prediction flipped
+      (each radius's attack wrapped in one tf.function, as cleverhans advises);
+  (c) the floor: T forward+backward passes of the same batch.
+Prints the ratios a/b and a/c, and how often (a) and (b) agree on the level.
+
+Usage: python scripts/bench_robustness.py [--epochs 5] [--examples 1000] [--steps 10] [--repeats 3]
+Only ratios measured in one run mean anything on a shared machine.
+"""
+
+import argparse
+import os
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+from cleverhans.tf2.attacks.projected_gradient_descent import projected_gradient_descent  # noqa: E402
+
+from aradals_tf import backbones, data, robustness  # noqa: E402
+
+
+def naive_sweep_levels(model, images, eps_max, steps, batch_size, loss_fn):
+    """Level of first flip over T separate PGD runs (cleverhans alone)."""
+    model_fn = lambda z: model(z, training=False)  # noqa: E731
+    attacks = []
+    for k in range(1, steps + 1):
+        radius = k * eps_max / steps
+
+        @tf.function(reduce_retracing=True)
+        def attack(x, y, radius=radius):
+            adversarial = projected_gradient_descent(
+                model_fn, x, radius, radius / steps, steps, np.inf,
+                loss_fn=loss_fn, clip_min=0.0, clip_max=1.0, y=y, sanity_checks=False,
+            )
+            return tf.argmax(model_fn(adversarial), axis=-1)
+
+        attacks.append(attack)
+    levels = []
+    for start in range(0, len(images), batch_size):
+        x = tf.constant(images[start : start + batch_size])
+        y = tf.argmax(model_fn(x), axis=-1)
+        level = np.full(len(x), steps)
+        for k, attack in enumerate(attacks):
+            flipped = attack(x, y).numpy() != y.numpy()
+            level = np.where(flipped & (level == steps), k, level)
+        levels.append(level)
+    return np.concatenate(levels)
+
+
+def floor_passes(model, images, steps, batch_size):
+    """T forward+backward passes of each batch: what any T-step attack costs."""
+
+    @tf.function(reduce_retracing=True)
+    def one_pass(x):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            loss = tf.reduce_sum(model(x, training=False))
+        return tape.gradient(loss, x)
+
+    for start in range(0, len(images), batch_size):
+        x = tf.constant(images[start : start + batch_size])
+        for _ in range(steps):
+            one_pass(x)
+
+
+def timed(function, repeats):
+    function()  # warm-up: tracing
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        result = function()
+        times.append(time.perf_counter() - start)
+    return min(times), result
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--examples", type=int, default=1000)
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--eps-max", type=float, default=0.3)
+    parser.add_argument("--batch-size", type=int, default=250)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+
+    keras.utils.set_random_seed(0)
+    train_x, train_y = data.load_arrays("mnist5k", "train")
+    test_x, _ = data.load_arrays("mnist5k", "test")
+    images = test_x[: args.examples]
+    model = backbones.small_cnn()
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(train_x, train_y, batch_size=128, epochs=args.epochs, verbose=0)
+    print(f"mnist5k small_cnn ({args.epochs} epochs), {len(images)} test images, "
+          f"T = {args.steps}, eps_max = {args.eps_max}, batch {args.batch_size}, "
+          f"best of {args.repeats}; {os.cpu_count()} CPU cores")
+
+    def scorer():
+        levels = []
+        for start in range(0, len(images), args.batch_size):
+            _, level = robustness.adversarial_robustness(
+                model, images[start : start + args.batch_size], eps_max=args.eps_max, steps=args.steps
+            )
+            levels.append(level.numpy())
+        return np.concatenate(levels)
+
+    margin = lambda labels, logits: robustness.ATTACK_LOSSES["margin"](tf.cast(labels, tf.int32), logits)  # noqa: E731
+    t_scorer, levels = timed(scorer, args.repeats)
+    t_naive, naive = timed(
+        lambda: naive_sweep_levels(model, images, args.eps_max, args.steps, args.batch_size, margin),
+        max(1, args.repeats - 2),
+    )
+    t_floor, _ = timed(lambda: floor_passes(model, images, args.steps, args.batch_size), args.repeats)
+    n = len(images)
+    rate = lambda seconds: n / seconds  # noqa: E731
+    print(f"(a) growing-radius scorer : {rate(t_scorer):8.1f} examples/s")
+    print(f"(b) naive cleverhans sweep: {rate(t_naive):8.1f} examples/s")
+    print(f"(c) floor, T fwd+bwd      : {rate(t_floor):8.1f} examples/s")
+    print(f"speed-up a/b = {t_naive / t_scorer:.2f}x   cost a/c = {t_scorer / t_floor:.2f}x of the floor")
+    within = np.mean(np.abs(levels - naive) <= 1)
+    print(f"levels: (a) == (b) for {100 * np.mean(levels == naive):.1f} %, within one level for "
+          f"{100 * within:.1f} %; never flipped: (a) {np.sum(levels == args.steps)}, (b) {np.sum(naive == args.steps)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,218 @@
+"""Robustness scorer: closed form on linear models, agreement with a naive
+cleverhans sweep, monotonicity, graph/train_step use, the diagnostic, errors."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from cleverhans.tf2.attacks.projected_gradient_descent import projected_gradient_descent
+
+from aradals_tf import data
+from aradals_tf import metrics
+from aradals_tf import robustness
+
+
+def _linear_model(rng, dim, num_classes):
+    weights = rng.normal(size=(dim, num_classes)).astype("float32")
+    bias = (0.5 * rng.normal(size=num_classes)).astype("float32")
+    inputs = keras.Input((dim,))
+    dense = keras.layers.Dense(num_classes)
+    model = keras.Model(inputs, dense(inputs))
+    dense.set_weights([weights, bias])
+    return model, weights, bias
+
+
+def _exact_linf_distance(x, weights, bias):
+    """min_j (z_y - z_j) / ||w_y - w_j||_1: the L-inf distance to the nearest
+    decision boundary of a linear classifier (no box constraint)."""
+    logits = x @ weights + bias
+    y = logits.argmax(1)
+    distance = np.full(len(x), np.inf)
+    for j in range(weights.shape[1]):
+        other = y != j
+        margin = logits[np.arange(len(x)), y] - logits[:, j]
+        dual_norm = np.abs(weights[:, y].T - weights[:, j]).sum(1)
+        distance = np.where(other, np.minimum(distance, margin / np.where(other, dual_norm, 1)), distance)
+    return distance
+
+
+@pytest.mark.parametrize("num_classes, loss", [(10, "margin"), (3, "margin"), (3, "cross_entropy"), (2, "cross_entropy")])
+def test_linear_model_radius_brackets_exact_distance(num_classes, loss):
+    rng = np.random.default_rng(num_classes)
+    model, weights, bias = _linear_model(rng, 30, num_classes)
+    # Inputs in the middle of [0, 1] and eps_max < 0.35: the box never binds.
+    x = rng.uniform(0.35, 0.65, size=(1000, 30)).astype("float32")
+    exact = _exact_linf_distance(x, weights, bias)
+    eps_max, steps = 0.3, 20
+    radius, level = robustness.adversarial_robustness(model, x, eps_max=eps_max, steps=steps, loss=loss)
+    radius, level = radius.numpy(), level.numpy()
+    step = eps_max / steps
+    finite = np.isfinite(radius)
+    assert np.all(level[~finite] == steps) and np.allclose(radius[finite], (level[finite] + 1) * step)
+    bracketed = np.where(
+        finite,
+        (exact <= radius + 1e-5) & (exact > radius - step - 1e-5),
+        exact > eps_max - 1e-5,
+    )
+    assert bracketed.mean() >= 0.95, bracketed.mean()
+    # An attack can never flip below the exact distance.
+    assert np.all(exact <= radius + 1e-5)
+
+
+def _naive_sweep(model, x, eps_max, steps):
+    """What a user would write with cleverhans alone: PGD at each radius."""
+    model_fn = lambda z: model(z, training=False)  # noqa: E731
+    reference = tf.argmax(model_fn(x), axis=-1)
+    margin = lambda labels, logits: robustness.ATTACK_LOSSES["margin"](tf.cast(labels, tf.int32), logits)  # noqa: E731
+    level = np.full(len(x), steps)
+    for k in range(1, steps + 1):
+        radius = k * eps_max / steps
+        adversarial = projected_gradient_descent(
+            model_fn, x, radius, radius / steps, steps, np.inf, loss_fn=margin,
+            clip_min=0.0, clip_max=1.0, y=reference, sanity_checks=False,
+        )
+        flipped = tf.argmax(model_fn(adversarial), axis=-1).numpy() != reference.numpy()
+        level = np.where(flipped & (level == steps), k - 1, level)
+    return level
+
+
+@pytest.fixture(scope="module")
+def test_images():
+    images, labels = data.load_arrays("mnist5k", "test")
+    return images[:300], labels[:300]
+
+
+@pytest.mark.parametrize("eps_max, steps", [(0.3, 10), (0.1, 5)])
+def test_levels_agree_with_naive_cleverhans_sweep(mnist5k_cnn, test_images, eps_max, steps):
+    images, _ = test_images
+    _, level = robustness.adversarial_robustness(mnist5k_cnn, images, eps_max=eps_max, steps=steps)
+    level = level.numpy()
+    naive = _naive_sweep(mnist5k_cnn, images, eps_max, steps)
+    assert np.mean(np.abs(level - naive) <= 1) >= 0.95
+    # inf (never flipped) only where the sweep never flips either.
+    assert np.all(naive[level == steps] == steps)
+    if eps_max == 0.1:
+        assert 0 < np.sum(level == steps) < len(level)  # the check above had work to do
+
+
+def test_radius_monotone_under_stronger_budget(mnist5k_cnn, test_images):
+    images, _ = test_images
+    weak, _ = robustness.adversarial_robustness(mnist5k_cnn, images, eps_max=0.1, steps=5)
+    strong, _ = robustness.adversarial_robustness(mnist5k_cnn, images, eps_max=0.3, steps=15)
+    weak, strong = weak.numpy(), strong.numpy()
+    assert np.all(strong <= weak)
+    # Same step size: the first five steps are the same attack.
+    np.testing.assert_allclose(strong[np.isfinite(weak)], weak[np.isfinite(weak)], rtol=1e-6)
+    assert np.sum(np.isfinite(strong)) > np.sum(np.isfinite(weak))
+
+
+def test_runs_inside_tf_function_and_train_step(mnist5k_cnn, test_images):
+    images, labels = test_images
+    eager_radius, eager_level = robustness.adversarial_robustness(mnist5k_cnn, images[:64], eps_max=0.3)
+
+    @tf.function
+    def graph(x):
+        return robustness.adversarial_robustness(mnist5k_cnn, x, eps_max=0.3)
+
+    graph_radius, graph_level = graph(tf.constant(images[:64]))
+    np.testing.assert_array_equal(graph_level, eager_level)
+
+    class Probe(keras.Model):
+        """A model whose train_step measures robustness (as AR-AdaLS does)."""
+
+        def __init__(self, backbone):
+            super().__init__()
+            self.backbone = backbone
+            self.mean_level = keras.metrics.Mean(name="mean_level")
+
+        def call(self, x):
+            return self.backbone(x)
+
+        def train_step(self, batch):
+            x, _ = batch
+            _, level = robustness.adversarial_robustness(self.backbone, x, eps_max=0.3, steps=4)
+            self.mean_level.update_state(tf.cast(level, tf.float32))
+            return {"mean_level": self.mean_level.result()}
+
+    probe = Probe(mnist5k_cnn)
+    probe.compile(optimizer="adam")
+    history = probe.fit(images[:128], labels[:128], batch_size=64, epochs=1, verbose=0)
+    assert 0 <= history.history["mean_level"][0] <= 4
+
+
+def test_given_labels_and_l2(mnist5k_cnn, test_images):
+    images, labels = test_images
+    prediction = np.argmax(mnist5k_cnn.predict(images, verbose=0), 1)
+    radius, _ = robustness.adversarial_robustness(mnist5k_cnn, images, eps_max=0.3, labels=labels)
+    radius = radius.numpy()
+    assert np.all(radius[prediction != labels] == 0.0)
+    assert np.all(radius[prediction == labels] > 0)
+    l2_radius, _ = robustness.adversarial_robustness(mnist5k_cnn, images[:50], eps_max=3.0, norm=2)
+    assert np.all(l2_radius.numpy() > 0) and np.any(np.isfinite(l2_radius.numpy()))
+
+
+def test_score_dataset_matches_function(mnist5k_cnn, test_images):
+    images, labels = test_images
+    dataset = tf.data.Dataset.from_tensor_slices((images[:120], labels[:120]))
+    scores = robustness.score_dataset(mnist5k_cnn, dataset, eps_max=0.3, batch_size=50, verbose=0)
+    radius, level = robustness.adversarial_robustness(mnist5k_cnn, images[:120], eps_max=0.3)
+    np.testing.assert_array_equal(scores["level"], level.numpy())
+    np.testing.assert_array_equal(scores["label"], labels[:120])
+    probs = tf.nn.softmax(mnist5k_cnn.predict(images[:120], verbose=0)).numpy()
+    np.testing.assert_allclose(scores["confidence"], probs.max(1), atol=1e-5)
+
+
+def test_diagnostic_least_robust_bin_is_worse_calibrated(mnist5k_cnn):
+    images, labels = data.load_arrays("mnist5k", "test")
+    radius, _ = robustness.adversarial_robustness(mnist5k_cnn, images, eps_max=0.3)
+    logits = mnist5k_cnn.predict(images, verbose=0)
+    table = metrics.calibration_by_robustness(labels, logits, radius, 10, from_logits=True)
+    least, most = table["by_robustness"][0], table["by_robustness"][-1]
+    assert least["accuracy"] < most["accuracy"]
+    assert abs(least["gap"]) > abs(most["gap"])
+    assert least["radius_max"] <= most["radius_min"]
+
+
+def test_calibration_by_robustness_hand_computed():
+    # 4 examples, 2 bins: the two least robust are one right (conf 0.9) and
+    # one wrong (conf 0.7); the two most robust both right (conf 0.6, 0.8).
+    probs = np.array([[0.9, 0.1], [0.3, 0.7], [0.6, 0.4], [0.2, 0.8]], "float32")
+    labels = [0, 0, 0, 1]
+    radius = [0.1, 0.2, np.inf, 0.3]
+    table = metrics.calibration_by_robustness(labels, probs, radius, num_bins=2)
+    low, high = table["by_robustness"]
+    assert low["count"] == 2 and low["accuracy"] == 0.5
+    assert low["confidence"] == pytest.approx(0.8) and low["gap"] == pytest.approx(0.3)
+    assert high["accuracy"] == 1.0 and high["confidence"] == pytest.approx(0.7)
+    assert high["radius_min"] == pytest.approx(0.3) and high["radius_max"] == np.inf
+    by_confidence = table["by_confidence"]
+    assert by_confidence[0]["confidence_max"] == pytest.approx(0.7)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"eps_max": 0.0}, "eps_max"),
+        ({"eps_max": -0.1}, "eps_max"),
+        ({"eps_max": 0.3, "steps": 0}, "steps"),
+        ({"eps_max": 0.3, "norm": 1}, "norm"),
+        ({"eps_max": 0.3, "loss": "hinge"}, "loss"),
+    ],
+)
+def test_bad_settings(mnist5k_cnn, test_images, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        robustness.adversarial_robustness(mnist5k_cnn, test_images[0][:4], **kwargs)
+
+
+def test_bad_inputs_and_models(mnist5k_cnn, test_images):
+    images = test_images[0][:4]
+    with pytest.raises(ValueError, match="outside"):
+        robustness.adversarial_robustness(mnist5k_cnn, images * 255, eps_max=0.3)
+    with pytest.raises(ValueError, match="outside"):
+        robustness.adversarial_robustness(mnist5k_cnn, images - 0.5, eps_max=0.3)
+    flat = keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Conv2D(2, 3)])
+    with pytest.raises(ValueError, match="logits of shape"):
+        robustness.adversarial_robustness(flat, images, eps_max=0.3)
+    softmax = keras.Sequential([mnist5k_cnn, keras.layers.Softmax()])
+    with pytest.raises(ValueError, match="probabilities"):
+        robustness.adversarial_robustness(softmax, images, eps_max=0.3)
