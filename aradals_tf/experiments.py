@@ -9,6 +9,7 @@ atomically (see `atomic`), so an interrupted run leaves nothing half-written.
 
 import dataclasses
 import os
+import shutil
 
 import keras
 import numpy as np
@@ -19,12 +20,14 @@ from aradals_tf import backbones
 from aradals_tf import corruptions
 from aradals_tf import data
 from aradals_tf import metrics
+from aradals_tf import plots
 from aradals_tf import robustness
 from aradals_tf import temperature
 from aradals_tf import training
 from aradals_tf.version import __version__
 
-METHODS = ("vanilla", "label-smoothing")
+METHODS = ("vanilla", "label-smoothing", "focal", "mixup", "ar-adals")
+STRATEGIES = ("default", "mirrored", "multiworker")
 EVAL_BATCH_SIZE = 500
 # Seed of the corruption noise at evaluation time: fixed, so every run and
 # method is evaluated on the same corrupted images.
@@ -41,11 +44,23 @@ class TrainConfig:
         backbone: a name from `backbones.BACKBONES`; None picks the default for
             the dataset's image size.
         epochs: training epochs.
-        batch_size: training batch size.
+        batch_size: training batch size (global, across replicas).
         learning_rate: Adam learning rate.
         seed: seed of weights, shuffling and the embedded sets' split.
-        label_smoothing: eps of the uniform label-smoothing baseline.
         data_dir: tfds data directory for tfds datasets.
+        label_smoothing: eps of the uniform label-smoothing baseline.
+        focal_gamma: gamma of the focal-loss baseline.
+        mixup_alpha: Beta parameter of the mixup baseline.
+        num_strata: AR-AdaLS robustness strata.
+        eps_max: AR-AdaLS attack radius (None: the dataset's default).
+        attack_steps: AR-AdaLS attack steps (robustness levels).
+        alpha: AR-AdaLS eps update step.
+        eps_init: AR-AdaLS initial eps.
+        eps_cap: AR-AdaLS largest eps.
+        robustness_estimate: `"attack"` (every batch) or `"first_order"`
+            (the cheaper mode).
+        attack_loss: `"margin"` or `"cross_entropy"`.
+        strategy: `"default"`, `"mirrored"` or `"multiworker"`.
     """
 
     dataset: str = "mnist5k"
@@ -55,8 +70,19 @@ class TrainConfig:
     batch_size: int = 128
     learning_rate: float = 1e-3
     seed: int = 0
-    label_smoothing: float = 0.1
     data_dir: str | None = None
+    label_smoothing: float = 0.1
+    focal_gamma: float = 3.0
+    mixup_alpha: float = 0.2
+    num_strata: int = 10
+    eps_max: float | None = None
+    attack_steps: int = 10
+    alpha: float = 1.0
+    eps_init: float = 0.0
+    eps_cap: float = 0.5
+    robustness_estimate: str = "attack"
+    attack_loss: str = "margin"
+    strategy: str = "default"
 
     def validate(self):
         """Raises ValueError on a setting that cannot work; fills defaults."""
@@ -66,10 +92,11 @@ class TrainConfig:
                 f"{self.dataset!r} has no train split; train on cifar10 and "
                 "evaluate on cifar10_corrupted."
             )
-        if self.method not in METHODS:
-            raise ValueError(
-                f"Unknown method {self.method!r}; valid methods: {', '.join(METHODS)}."
-            )
+        for name, valid in (("method", METHODS), ("strategy", STRATEGIES)):
+            if getattr(self, name) not in valid:
+                raise ValueError(
+                    f"Unknown {name} {getattr(self, name)!r}; valid: {', '.join(valid)}."
+                )
         if self.backbone is None:
             self.backbone = backbones.default_backbone_name(info.image_shape)
         if self.backbone not in backbones.BACKBONES:
@@ -77,14 +104,26 @@ class TrainConfig:
                 f"Unknown backbone {self.backbone!r}; valid names: "
                 f"{', '.join(backbones.BACKBONES)}."
             )
-        for name in ("epochs", "batch_size"):
+        if self.eps_max is None:
+            self.eps_max = info.eps_max
+        for name in ("epochs", "batch_size", "num_strata", "attack_steps"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1; got {getattr(self, name)}.")
-        if not self.learning_rate > 0:
-            raise ValueError(f"learning_rate must be > 0; got {self.learning_rate}.")
+        for name in ("learning_rate", "mixup_alpha", "eps_max"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0; got {getattr(self, name)}.")
         if not 0 <= self.label_smoothing <= 1:
             raise ValueError(
                 f"label_smoothing must be in [0, 1]; got {self.label_smoothing}."
+            )
+        if not 0 <= self.eps_init <= self.eps_cap <= 1:
+            raise ValueError(
+                f"Need 0 <= eps_init <= eps_cap <= 1; got {self.eps_init}, {self.eps_cap}."
+            )
+        if self.robustness_estimate not in training.ROBUSTNESS_ESTIMATES:
+            raise ValueError(
+                f"robustness_estimate must be one of "
+                f"{', '.join(training.ROBUSTNESS_ESTIMATES)}; got {self.robustness_estimate!r}."
             )
         return self
 
@@ -92,6 +131,23 @@ class TrainConfig:
     def from_dict(cls, values):
         known = {field.name for field in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in values.items() if k in known})
+
+    def method_settings(self):
+        """The settings that matter for this config's method (for tables)."""
+        keys = {
+            "label-smoothing": ("label_smoothing",),
+            "focal": ("focal_gamma",),
+            "mixup": ("mixup_alpha",),
+            "ar-adals": (
+                "alpha",
+                "eps_cap",
+                "num_strata",
+                "eps_max",
+                "attack_steps",
+                "robustness_estimate",
+            ),
+        }.get(self.method, ())
+        return {key: getattr(self, key) for key in keys}
 
 
 def _datasets(config):
@@ -109,36 +165,79 @@ def _datasets(config):
     return train, validation
 
 
-def _loss(config):
-    if config.method == "label-smoothing":
-        return training.SparseLabelSmoothingCrossentropy(config.label_smoothing)
-    return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+def make_strategy(name):
+    """The `tf.distribute` strategy for `--strategy`."""
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if name == "multiworker":
+        # Reads the cluster from TF_CONFIG; a single worker without it.
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    return tf.distribute.get_strategy()
 
 
 def build_model(config):
-    """Builds and compiles the model a config describes (not yet trained)."""
+    """Builds and compiles the model a config describes (not yet trained).
+
+    Call inside the strategy's scope for distributed training.
+    """
     info = data.dataset_info(config.dataset)
     keras.utils.set_random_seed(config.seed)
-    model = backbones.build_backbone(config.backbone, info.image_shape, info.num_classes)
-    model.compile(
-        optimizer=keras.optimizers.Adam(config.learning_rate),
-        loss=_loss(config),
-        metrics=[
-            keras.metrics.SparseCategoricalAccuracy(name="accuracy"),
-            metrics.ExpectedCalibrationError(from_logits=True),
-        ],
-    )
-    return model
+    backbone = backbones.build_backbone(config.backbone, info.image_shape, info.num_classes)
+    compile_metrics = [
+        keras.metrics.SparseCategoricalAccuracy(name="accuracy"),
+        metrics.ExpectedCalibrationError(from_logits=True),
+    ]
+    optimizer = keras.optimizers.Adam(config.learning_rate)
+    if config.method == "ar-adals":
+        model = training.ARAdaLSModel(
+            backbone,
+            info.num_classes,
+            num_strata=config.num_strata,
+            eps_max=config.eps_max,
+            attack_steps=config.attack_steps,
+            alpha=config.alpha,
+            eps_init=config.eps_init,
+            eps_cap=config.eps_cap,
+            robustness_estimate=config.robustness_estimate,
+            attack_loss=config.attack_loss,
+        )
+        model.compile(optimizer=optimizer, metrics=compile_metrics)
+        return model
+    if config.method == "mixup":
+        model = training.MixupModel(
+            backbone, info.num_classes, alpha=config.mixup_alpha, seed=config.seed
+        )
+        model.compile(optimizer=optimizer, metrics=compile_metrics)
+        return model
+    loss = {
+        "vanilla": lambda: keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        "label-smoothing": lambda: training.SparseLabelSmoothingCrossentropy(
+            config.label_smoothing
+        ),
+        "focal": lambda: training.SparseFocalCrossentropy(config.focal_gamma),
+    }[config.method]()
+    backbone.compile(optimizer=optimizer, loss=loss, metrics=compile_metrics)
+    return backbone
 
 
-def train_run(config, out, overwrite=False, verbose="auto"):
+def _backup_dir(out):
+    out = os.path.abspath(out)
+    return os.path.join(os.path.dirname(out), f".{os.path.basename(out)}.backup")
+
+
+def train_run(config, out, overwrite=False, verbose="auto", extra_callbacks=()):
     """Trains `config` and writes the run directory `out` atomically.
+
+    An interrupted run can be resumed by running it again: Keras's
+    `BackupAndRestore` keeps the last finished epoch (weights, optimizer and
+    AR-AdaLS state) in a hidden `.<out>.backup` sibling, removed on success.
 
     Args:
         config: a `TrainConfig`.
         out: run directory to create.
         overwrite: replace an existing run directory.
         verbose: Keras `fit` verbosity.
+        extra_callbacks: more Keras callbacks for `fit`.
 
     Returns:
         The `keras.callbacks.History` of the fit.
@@ -146,13 +245,22 @@ def train_run(config, out, overwrite=False, verbose="auto"):
     config.validate()
     if os.path.exists(out) and not overwrite:
         raise FileExistsError(f"{out} already exists; pass --overwrite to replace it.")
+    strategy = make_strategy(config.strategy)
     train, validation = _datasets(config)
+    backup = _backup_dir(out)
     with atomic.atomic_directory(out, overwrite=overwrite) as partial:
-        model = build_model(config)
+        with strategy.scope():
+            model = build_model(config)
+        callbacks = [keras.callbacks.BackupAndRestore(backup), *extra_callbacks]
+        adaptive = None
+        if config.method == "ar-adals":
+            adaptive = training.AdaptiveSmoothing(validation)
+            callbacks.insert(0, adaptive)
         history = model.fit(
             train,
             validation_data=validation,
             epochs=config.epochs,
+            callbacks=callbacks,
             shuffle=False,  # the dataset shuffles itself, seeded
             verbose=verbose,
         )
@@ -165,6 +273,13 @@ def train_run(config, out, overwrite=False, verbose="auto"):
             os.path.join(partial, "history.json"),
             {key: [float(v) for v in values] for key, values in history.history.items()},
         )
+        if adaptive is not None and adaptive.records:
+            plots.eps_per_stratum(
+                adaptive.records,
+                os.path.join(partial, "eps_per_stratum.png"),
+                title=f"AR-AdaLS on {config.dataset}: eps per robustness stratum",
+            )
+    shutil.rmtree(backup, ignore_errors=True)
     return history
 
 
@@ -273,6 +388,7 @@ def evaluate_run(run_dir, shifts=(), split="test", num_bins=15, plots_dir=None, 
         print("Validation split (fits the temperature):")
     val_logits, val_labels = predict_logits(model, _split(config, "validation"), verbose)
     fitted = temperature.fit_temperature(val_logits, val_labels)
+    validation_metrics = _metrics_pair(val_labels, val_logits, fitted, num_bins)
     if verbose:
         print(f"Clean {split} split:")
     evaluated = _split(config, split)
@@ -308,6 +424,10 @@ def evaluate_run(run_dir, shifts=(), split="test", num_bins=15, plots_dir=None, 
         "split": split,
         "num_bins": num_bins,
         "temperature": fitted,
+        "settings": config.method_settings(),
+        # Validation metrics are for model selection; the temperature was
+        # fitted on this split, so its "temperature" row is optimistic.
+        "validation": validation_metrics,
         "results": results,
     }
     if shift_list:
@@ -320,8 +440,6 @@ def evaluate_run(run_dir, shifts=(), split="test", num_bins=15, plots_dir=None, 
         }
     atomic.write_json(os.path.join(run_dir, "metrics.json"), summary)
     if plots_dir:
-        from aradals_tf import plots
-
         name = os.path.basename(os.path.normpath(run_dir))
         summary["plots"] = [
             plots.reliability_diagrams(
@@ -450,8 +568,6 @@ def robustness_run(
     summary["json"] = os.path.join(run_dir, f"robustness_{split}{suffix}.json")
     atomic.write_json(summary["json"], summary)
     if plot:
-        from aradals_tf import plots
-
         name = os.path.basename(os.path.normpath(run_dir))
         summary["plot"] = plots.calibration_by_robustness(
             table,
@@ -486,3 +602,196 @@ def format_bin_table(rows, key):
     lines = ["  ".join(c.rjust(w) for c, w in zip(r, widths)) for r in [header] + body]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
+
+
+def parse_override(text):
+    """`"ar-adals.alpha=0.5,1"` -> `("ar-adals", "alpha", [0.5, 1.0])`.
+
+    The method part is optional (`"epochs=10"` applies to every method);
+    values are cast to the `TrainConfig` field's type.
+    """
+    if "=" not in text:
+        raise ValueError(f"Expected [METHOD.]PARAM=VALUE[,VALUE...]; got {text!r}.")
+    key, _, values = text.partition("=")
+    method, _, param = key.rpartition(".")
+    method = method or None
+    if method is not None and method not in METHODS:
+        raise ValueError(f"Unknown method {method!r} in {text!r}; valid: {', '.join(METHODS)}.")
+    fields = {field.name: field for field in dataclasses.fields(TrainConfig)}
+    param = param.replace("-", "_")
+    if param not in fields or param in ("method", "seed", "dataset"):
+        valid = sorted(set(fields) - {"method", "seed", "dataset"})
+        raise ValueError(f"Unknown setting {param!r} in {text!r}; valid: {', '.join(valid)}.")
+    default = getattr(TrainConfig(), param)
+    cast = type(default) if default is not None else float
+    if param in ("backbone", "data_dir"):
+        cast = str
+    try:
+        parsed = [cast(value) for value in values.split(",") if value != ""]
+    except ValueError:
+        raise ValueError(f"Cannot read the values of {text!r} as {cast.__name__}.") from None
+    if not parsed:
+        raise ValueError(f"No value given in {text!r}.")
+    return method, param, parsed
+
+
+def _tag(settings):
+    if not settings:
+        return "default"
+    return "_".join(f"{key}{value}" for key, value in sorted(settings.items()))
+
+
+def _same_config(run_dir, config):
+    path = os.path.join(run_dir, "config.json")
+    if not os.path.isfile(path):
+        return False
+    saved = TrainConfig.from_dict(atomic.read_json(path))
+    return dataclasses.asdict(saved) == dataclasses.asdict(config)
+
+
+def _ensure_run(config, run_dir, shifts, verbose):
+    """Trains and evaluates `run_dir` unless a matching result exists."""
+    if not _same_config(run_dir, config):
+        if verbose:
+            print(f"--- training {run_dir}")
+        train_run(config, run_dir, overwrite=os.path.exists(run_dir), verbose=2 if verbose else 0)
+    metrics_path = os.path.join(run_dir, "metrics.json")
+    wanted = shift_names(shifts)
+    if os.path.isfile(metrics_path):
+        summary = atomic.read_json(metrics_path)
+        if set(wanted) <= set(summary["results"]) - {"clean"}:
+            return summary
+    if verbose:
+        print(f"--- evaluating {run_dir}")
+    return evaluate_run(run_dir, shifts=shifts, verbose=0)
+
+
+def _mean_std(summaries, path):
+    values = []
+    for summary in summaries:
+        node = summary
+        for key in path:
+            node = node[key]
+        values.append(node)
+    return float(np.mean(values)), float(np.std(values))
+
+
+def run_comparison(
+    out,
+    base,
+    methods,
+    seeds,
+    grids=None,
+    overrides=None,
+    select_seeds=None,
+    shifts=("all",),
+    verbose=1,
+):
+    """The method comparison: select hyper-parameters on validation, then test.
+
+    For each method, every combination in its grid is trained on
+    `select_seeds` and evaluated on the validation split; the combination
+    with the lowest mean validation ECE (raw, 15 bins) is then trained with
+    every seed and evaluated on the test split, clean and shifted. Runs live
+    in `out/<method>/<settings>/seed<s>` and are reused when their config
+    matches, so an interrupted comparison resumes where it stopped.
+
+    Args:
+        out: root directory of the comparison.
+        base: the `TrainConfig` shared by all runs (dataset, epochs, ...).
+        methods: method names.
+        seeds: seeds of the final runs.
+        grids: `{method: {param: [values]}}` searched on validation.
+        overrides: `{method or None: {param: value}}` fixed settings.
+        select_seeds: seeds used for selection (default: the first seed).
+        shifts: `--shift` values for the final evaluation.
+        verbose: print progress.
+
+    Returns:
+        The summary written to `out/comparison.json`.
+    """
+    import itertools
+
+    grids = grids or {}
+    overrides = overrides or {}
+    select_seeds = list(select_seeds or seeds[:1])
+    shift_names(shifts)  # fail early on bad names
+    rows = {}
+    for method in methods:
+        fixed = {**overrides.get(None, {}), **overrides.get(method, {})}
+        grid = grids.get(method, {})
+        keys = sorted(grid)
+        candidates = [dict(zip(keys, values)) for values in itertools.product(*(grid[k] for k in keys))]
+
+        def config_for(settings, seed, method=method, fixed=fixed):
+            values = {**dataclasses.asdict(base), **fixed, **settings, "method": method, "seed": seed}
+            return TrainConfig.from_dict(values).validate()
+
+        selection = []
+        if len(candidates) > 1:
+            for settings in candidates:
+                scores = []
+                for seed in select_seeds:
+                    run_dir = os.path.join(out, method, _tag(settings), f"seed{seed}")
+                    summary = _ensure_run(config_for(settings, seed), run_dir, (), verbose)
+                    scores.append(summary["validation"]["raw"]["ece"])
+                selection.append({"settings": settings, "validation_ece": float(np.mean(scores))})
+                if verbose:
+                    print(f"{method} {_tag(settings)}: validation ECE {100 * np.mean(scores):.2f} %")
+            chosen = min(selection, key=lambda item: item["validation_ece"])["settings"]
+        else:
+            chosen = candidates[0]
+        summaries = []
+        for seed in seeds:
+            run_dir = os.path.join(out, method, _tag(chosen), f"seed{seed}")
+            summaries.append(_ensure_run(config_for(chosen, seed), run_dir, shifts, verbose))
+        row = {"settings": {**fixed, **chosen}, "selection": selection, "seeds": list(seeds), "runs": []}
+        for summary in summaries:
+            row["runs"].append(summary["run"])
+        for kind in ("raw", "temperature"):
+            for condition, path in (("clean", ("results", "clean")), ("shift_mean", ("shift_mean",))):
+                if condition == "shift_mean" and "shift_mean" not in summaries[0]:
+                    continue
+                row[f"{condition}_{kind}"] = {
+                    key: _mean_std(summaries, (*path, kind, key))
+                    for key in summaries[0]["results"]["clean"][kind]
+                }
+        row["temperature"] = _mean_std(summaries, ("temperature",))
+        rows[method] = row
+    summary = {
+        "dataset": base.dataset,
+        "epochs": base.epochs,
+        "seeds": list(seeds),
+        "select_seeds": select_seeds,
+        "shifts": list(shifts),
+        "methods": rows,
+    }
+    atomic.write_json(os.path.join(out, "comparison.json"), summary)
+    summary["plot"] = plots.comparison(summary, os.path.join(out, "comparison.png"))
+    return summary
+
+
+def format_comparison(summary):
+    """The comparison as a text table: mean +- std over seeds, in percent."""
+    columns = (("accuracy", "acc %"), ("ece", "ECE %"), ("adaptive_ece", "aECE %"), ("nll", "NLL"), ("brier", "Brier"))
+    header = ["method", "data", "calibration"] + [title for _, title in columns]
+    body = []
+    for method, row in summary["methods"].items():
+        for condition in ("clean", "shift_mean"):
+            for kind in ("raw", "temperature"):
+                key = f"{condition}_{kind}"
+                if key not in row:
+                    continue
+                cells = []
+                for name, _ in columns:
+                    mean, std = row[key][name]
+                    scale = 1 if name in ("nll", "brier") else 100
+                    digits = 3 if scale == 1 else 2
+                    cells.append(f"{scale * mean:.{digits}f}±{scale * std:.{digits}f}")
+                label = "none" if kind == "raw" else f"TS (T={row['temperature'][0]:.2f})"
+                body.append([method, condition.replace("_", " "), label] + cells)
+    widths = [max(len(r[i]) for r in [header] + body) for i in range(len(header))]
+    line = lambda r: "  ".join(c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))  # noqa: E731
+    lines = [line(header), line(["-" * w for w in widths])] + [line(r) for r in body]
+    settings = [f"{m}: {', '.join(f'{k}={v}' for k, v in row['settings'].items()) or 'defaults'}" for m, row in summary["methods"].items()]
+    return "\n".join(lines + ["", "Chosen settings (validation ECE):"] + ["  " + s for s in settings])

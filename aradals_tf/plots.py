@@ -141,3 +141,78 @@ def calibration_by_robustness(table, path, title=None):
     figure.tight_layout()
     _save(figure, path)
     return path
+
+
+def eps_per_stratum(records, path, title=None):
+    """Label smoothing eps of each robustness stratum over epochs.
+
+    Args:
+        records: `AdaptiveSmoothing.records`, one dict per epoch with
+            `stratum{r}_eps` keys.
+        path: output `.png` path.
+        title: optional title.
+
+    Returns:
+        `path`.
+    """
+    strata = sorted(
+        int(key[len("stratum") : -len("_eps")]) for key in records[0] if key.endswith("_eps")
+    )
+    epochs = [record["epoch"] + 1 for record in records]
+    figure, axis = plt.subplots(figsize=(7, 4.4))
+    colors = plt.cm.viridis(np.linspace(0, 1, len(strata)))
+    for stratum, color in zip(strata, colors):
+        label = f"stratum {stratum}" + (
+            " (least robust)" if stratum == strata[0] else " (most robust)" if stratum == strata[-1] else ""
+        )
+        axis.plot(
+            epochs,
+            [record[f"stratum{stratum}_eps"] for record in records],
+            marker="o",
+            markersize=3,
+            color=color,
+            label=label,
+        )
+    axis.set_xlabel("epoch")
+    axis.set_ylabel("label smoothing eps")
+    axis.set_title(title or "AR-AdaLS: smoothing per robustness stratum")
+    axis.legend(fontsize=7, ncol=2)
+    figure.tight_layout()
+    _save(figure, path)
+    return path
+
+
+def comparison(summary, path):
+    """ECE per method, clean and under shift, raw and temperature-scaled.
+
+    Args:
+        summary: the dict from `experiments.run_comparison`.
+        path: output `.png` path.
+
+    Returns:
+        `path`. Bars are means over seeds, whiskers one standard deviation.
+    """
+    methods = list(summary["methods"])
+    series = [
+        ("clean_raw", "clean", "tab:blue"),
+        ("clean_temperature", "clean + TS", "lightsteelblue"),
+        ("shift_mean_raw", "shift mean", "tab:red"),
+        ("shift_mean_temperature", "shift mean + TS", "lightcoral"),
+    ]
+    series = [s for s in series if s[0] in summary["methods"][methods[0]]]
+    figure, axis = plt.subplots(figsize=(1.8 + 1.6 * len(methods), 4.4))
+    width = 0.8 / len(series)
+    positions = np.arange(len(methods))
+    for index, (key, label, color) in enumerate(series):
+        means = [100 * summary["methods"][m][key]["ece"][0] for m in methods]
+        stds = [100 * summary["methods"][m][key]["ece"][1] for m in methods]
+        axis.bar(positions + (index - (len(series) - 1) / 2) * width, means, width, yerr=stds, capsize=3, color=color, label=label)
+    axis.set_xticks(positions, methods)
+    axis.set_ylabel("ECE % (15 bins)")
+    axis.set_title(
+        f"{summary['dataset']}: test ECE, mean of {len(summary['seeds'])} seeds"
+    )
+    axis.legend(fontsize=8)
+    figure.tight_layout()
+    _save(figure, path)
+    return path

@@ -152,6 +152,60 @@ def growing_radius_attack(
     return tf.stop_gradient(radius), tf.stop_gradient(level), clean_logits
 
 
+def first_order_radius(model, x, *, norm="inf"):
+    """DeepFool-style estimate of the distance to the decision boundary.
+
+    `margin(x) / ||grad_x margin(x)||_*`, with `margin` the predicted class's
+    logit minus the best other logit and `||.||_*` the dual norm (L1 for an
+    L-inf radius, L2 for L2). Exact for a linear model's nearest class; one
+    forward and one backward pass, against T of each for the attack.
+
+    Args:
+        model: a callable producing logits (called with `training=False`).
+        x: a batch of inputs.
+        norm: `"inf"` or 2.
+
+    Returns:
+        `(radius, logits)`: float32 `[batch]` estimated radius (>= 0) and the
+        clean logits.
+    """
+    order = _norm_order(norm)
+    x = tf.stop_gradient(tf.cast(x, tf.float32))
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        logits = _logits(model, x)
+        logits32 = tf.cast(logits, tf.float32)
+        prediction = tf.argmax(logits32, axis=-1, output_type=tf.int32)
+        margin = -_margin(prediction, logits32)
+        total = tf.reduce_sum(margin)
+    gradient = tf.reshape(tape.gradient(total, x), [tf.shape(x)[0], -1])
+    if order == np.inf:
+        dual = tf.reduce_sum(tf.abs(gradient), axis=-1)
+    else:
+        dual = tf.norm(gradient, axis=-1)
+    radius = margin / tf.maximum(dual, 1e-12)
+    return tf.stop_gradient(radius), logits
+
+
+def levels_from_radius(radius, eps_max, steps):
+    """Maps radii onto the attack's level grid (level l: radius in (l h, (l+1) h]).
+
+    Args:
+        radius: float `[n]` radii (`inf` allowed).
+        eps_max: the attack's largest radius.
+        steps: T; `h = eps_max / T`.
+
+    Returns:
+        int32 `[n]` levels in `0..T` (T: beyond eps_max).
+    """
+    step = eps_max / steps
+    radius = tf.minimum(tf.cast(radius, tf.float32), 2.0 * eps_max)
+    # The tolerance keeps radii on the grid (0.3 / 0.06) in their level
+    # despite float32 rounding.
+    level = tf.math.ceil(radius / step - 1e-5) - 1.0
+    return tf.cast(tf.clip_by_value(level, 0.0, float(steps)), tf.int32)
+
+
 # One compiled attack per (model, settings); dropped with the model.
 _COMPILED = weakref.WeakKeyDictionary()
 

@@ -29,3 +29,111 @@ def soft_labels(labels, num_classes, eps):
     if eps.shape.rank:
         eps = tf.reshape(eps, [-1, 1])
     return (1.0 - eps) * onehot + eps / tf.cast(num_classes, tf.float32)
+
+
+def thresholds_from_histogram(histogram, num_strata):
+    """Equal-mass stratum thresholds from a histogram of robustness levels.
+
+    With `C(l)` the cumulative count of levels `<= l` and `N` the total, the
+    r-th threshold (r = 1..R-1) is the smallest level `q_r` with
+    `C(q_r) >= r * N / R`: the r/R-quantile. An example of level `l` then
+    belongs to stratum `#{r : l > q_r}` (see `assign_strata`), so stratum 0
+    holds the least robust examples. Levels are discrete, so tied quantiles
+    give equal thresholds and the strata between them stay empty.
+
+    Args:
+        histogram: counts per level, `[num_levels]` (level = attack step of
+            the first flip; the last level = never flipped).
+        num_strata: R.
+
+    Returns:
+        int32 `[R - 1]` non-decreasing thresholds (all equal to the last
+        level when the histogram is empty).
+
+    Example:
+
+    >>> thresholds_from_histogram([4, 0, 4, 2], 2).numpy()  # C = 4, 4, 8, 10
+    array([2], dtype=int32)
+    """
+    histogram = tf.cast(tf.convert_to_tensor(histogram), tf.float64)
+    cumulative = tf.cumsum(histogram)
+    total = cumulative[-1]
+    targets = tf.range(1, num_strata, dtype=tf.float64) * total / num_strata
+    # Smallest level whose cumulative count reaches each target; a tiny
+    # tolerance keeps r * N / R exact when N is a multiple of R.
+    reached = cumulative[None, :] >= targets[:, None] - 1e-9
+    thresholds = tf.argmax(tf.cast(reached, tf.int32), axis=1, output_type=tf.int32)
+    last_level = tf.shape(histogram)[0] - 1
+    return tf.where(total > 0, thresholds, tf.fill(tf.shape(thresholds), last_level))
+
+
+def assign_strata(levels, thresholds):
+    """Stratum of each level: the number of thresholds it exceeds.
+
+    Args:
+        levels: int robustness levels, `[n]`.
+        thresholds: int32 `[R - 1]` from `thresholds_from_histogram`.
+
+    Returns:
+        int32 `[n]` strata in `0..R-1` (0 = least robust).
+
+    Example:
+
+    >>> assign_strata([0, 1, 2, 3], [0, 2]).numpy()
+    array([0, 1, 1, 2], dtype=int32)
+    """
+    levels = tf.cast(tf.reshape(levels, [-1, 1]), tf.int32)
+    thresholds = tf.cast(tf.reshape(thresholds, [1, -1]), tf.int32)
+    return tf.reduce_sum(tf.cast(levels > thresholds, tf.int32), axis=1)
+
+
+def stratum_calibration(strata, confidence, correct, num_strata):
+    """Per-stratum count, mean confidence and accuracy.
+
+    Args:
+        strata: int32 `[n]`.
+        confidence: float `[n]` top-label confidence.
+        correct: bool or float `[n]`.
+        num_strata: R.
+
+    Returns:
+        `(count, confidence, accuracy)`, float32 `[R]` each; empty strata have
+        count 0 and confidence = accuracy = 0.
+    """
+    strata = tf.reshape(tf.cast(strata, tf.int32), [-1])
+    ones = tf.ones_like(strata, tf.float32)
+    count = tf.math.unsorted_segment_sum(ones, strata, num_strata)
+    safe = tf.maximum(count, 1.0)
+    confidence = tf.math.unsorted_segment_sum(
+        tf.cast(confidence, tf.float32), strata, num_strata
+    )
+    accuracy = tf.math.unsorted_segment_sum(tf.cast(correct, tf.float32), strata, num_strata)
+    return count, confidence / safe, accuracy / safe
+
+
+def update_eps(eps, confidence, accuracy, count, alpha, eps_cap):
+    """The AR-AdaLS update: `eps_r <- clip(eps_r + alpha (conf_r - acc_r), 0, cap)`.
+
+    Over-confident strata (conf > acc) get softer labels, under-confident
+    ones harder labels; strata without validation examples keep their eps.
+
+    Args:
+        eps: float `[R]` current smoothing per stratum.
+        confidence: float `[R]` mean validation confidence per stratum.
+        accuracy: float `[R]` validation accuracy per stratum.
+        count: float `[R]` validation examples per stratum.
+        alpha: step size.
+        eps_cap: upper bound of eps.
+
+    Returns:
+        float32 `[R]` updated eps.
+
+    Example:
+
+    >>> update_eps([0.25, 0.25], [0.75, 0.5], [0.5, 1.0], [5, 5], 1.0, 0.375).numpy()
+    array([0.375, 0.   ], dtype=float32)
+    """
+    eps = tf.cast(eps, tf.float32)
+    step = alpha * (tf.cast(confidence, tf.float32) - tf.cast(accuracy, tf.float32))
+    updated = tf.clip_by_value(eps + step, 0.0, eps_cap)
+    return tf.where(tf.cast(count, tf.float32) > 0, updated, eps)

@@ -1,0 +1,299 @@
+"""AR-AdaLS training model, callbacks and baselines, against hand-computed values."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import reference
+from aradals_tf import backbones, data, smoothing, training
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return {split: data.load_arrays("digits", split) for split in data.SPLITS}
+
+
+def _model(**kwargs):
+    keras.utils.set_random_seed(0)
+    settings = {"eps_max": 0.3, "attack_steps": 5, "num_strata": 3, **kwargs}
+    model = training.ARAdaLSModel(backbones.mlp((8, 8, 1), 10), 10, **settings)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), metrics=["accuracy"])
+    return model
+
+
+def test_train_step_loss_is_per_example_soft_label_crossentropy(digits):
+    x, y = digits["train"][0][:64], digits["train"][1][:64]
+    model = _model(eps_init=0.0, eps_cap=0.5)
+    model.stratum_eps.assign([0.3, 0.1, 0.0])
+    model.stratum_thresholds.assign([1, 3])
+    level, logits = model.robustness_levels(tf.constant(x))
+    strata = smoothing.assign_strata(level, model.stratum_thresholds).numpy()
+    eps = np.array([0.3, 0.1, 0.0])[strata]
+    targets = (1 - eps[:, None]) * np.eye(10)[y] + eps[:, None] / 10
+    log_probs = np.log(reference.softmax(np.asarray(logits, np.float64)))
+    expected = np.mean(-np.sum(targets * log_probs, axis=1))
+    # The loss the step reports is computed on the weights before its update.
+    logs = model.train_on_batch(x, y, return_dict=True)
+    assert logs["loss"] == pytest.approx(expected, rel=1e-4)
+    assert float(tf.reduce_sum(model.level_histogram)) == 64
+    np.testing.assert_array_equal(model.level_histogram.numpy(), np.bincount(level.numpy(), minlength=6))
+
+
+def test_sample_weight_and_integer_labels(digits):
+    x, y = digits["train"][0][:32], digits["train"][1][:32]
+    model = _model()
+    weights = np.zeros(32, np.float32)
+    weights[:16] = 1.0
+    level, logits = model.robustness_levels(tf.constant(x))
+    log_probs = np.log(reference.softmax(np.asarray(logits, np.float64)))
+    per_example = -log_probs[np.arange(32), y]  # eps_init 0: hard labels
+    logs = model.train_on_batch(x, y, sample_weight=weights, return_dict=True)
+    # Keras's default reduction: sum of weighted losses over the batch size.
+    assert logs["loss"] == pytest.approx(np.sum(weights * per_example) / 32, rel=1e-4)
+    model.train_on_batch(x, y[:, None])  # [n, 1] labels work too
+
+
+def test_compile_refuses_a_foreign_loss():
+    model = training.ARAdaLSModel(backbones.mlp((8, 8, 1), 10), 10, eps_max=0.3)
+    with pytest.raises(ValueError, match="without `loss=`"):
+        model.compile(optimizer="adam", loss="categorical_crossentropy")
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"eps_max": 0.0}, "eps_max"),
+        ({"eps_max": 0.3, "attack_steps": 0}, "steps"),
+        ({"eps_max": 0.3, "eps_init": 0.6, "eps_cap": 0.5}, "eps_init"),
+        ({"eps_max": 0.3, "robustness_estimate": "oracle"}, "robustness_estimate"),
+        ({"eps_max": 0.3, "num_strata": 0}, "num_strata"),
+    ],
+)
+def test_bad_settings_are_clear_errors(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        training.ARAdaLSModel(backbones.mlp((8, 8, 1), 10), 10, **kwargs)
+
+
+def test_fit_updates_thresholds_and_eps_and_logs_them(digits, tmp_path):
+    model = _model(alpha=1.0, eps_cap=0.5)
+    adaptive = training.AdaptiveSmoothing(digits["validation"])
+    csv = tmp_path / "log.csv"
+    history = model.fit(
+        *digits["train"], batch_size=64, epochs=2, verbose=0,
+        callbacks=[keras.callbacks.CSVLogger(str(csv)), adaptive],
+    )
+    for r in range(3):
+        for key in ("eps", "conf", "acc"):
+            assert len(history.history[f"stratum{r}_{key}"]) == 2
+    assert "stratum0_eps" in csv.read_text().splitlines()[0]
+    # Reproduce the last update from the recorded statistics.
+    first, last = adaptive.records
+    for r in range(3):
+        if last[f"stratum{r}_count"] > 0:
+            expected = np.clip(
+                first[f"stratum{r}_eps"] + last[f"stratum{r}_conf"] - last[f"stratum{r}_acc"], 0, 0.5
+            )
+            assert last[f"stratum{r}_eps"] == pytest.approx(expected, abs=1e-6)
+    np.testing.assert_allclose(model.stratum_eps.numpy(), [last[f"stratum{r}_eps"] for r in range(3)], atol=1e-7)
+    # Thresholds are the equal-mass quantiles of a fresh scoring's histogram?
+    # Not exactly (weights changed during the epoch); they must be valid levels.
+    thresholds = model.stratum_thresholds.numpy()
+    assert np.all(np.diff(thresholds) >= 0) and thresholds.min() >= 0 and thresholds.max() <= 5
+    assert float(tf.reduce_sum(model.level_histogram)) == 0  # cleared at epoch end
+
+
+def test_stratum_statistics_hand_checked(digits):
+    model = _model()
+    model.stratum_thresholds.assign([0, 2])
+    x, y = digits["validation"]
+    count, confidence, accuracy = training.stratum_statistics(model, (x, y), batch_size=50)
+    level, logits = model.robustness_levels(tf.constant(x))
+    strata = smoothing.assign_strata(level, [0, 2]).numpy()
+    probs = reference.softmax(np.asarray(logits, np.float64))
+    for r in range(3):
+        members = strata == r
+        assert count[r] == members.sum()
+        if members.any():
+            assert confidence[r] == pytest.approx(probs[members].max(1).mean(), abs=1e-5)
+            assert accuracy[r] == pytest.approx(np.mean(probs[members].argmax(1) == y[members]), abs=1e-6)
+
+
+def test_save_load_round_trip(digits, tmp_path):
+    model = _model(robustness_estimate="first_order", alpha=0.5)
+    model.fit(*digits["train"], batch_size=128, epochs=1, verbose=0,
+              callbacks=[training.AdaptiveSmoothing(digits["validation"])])
+    model.stratum_eps.assign([0.05, 0.1, 0.2])
+    path = tmp_path / "ar.keras"
+    model.save(path)
+    loaded = keras.models.load_model(path)
+    assert isinstance(loaded, training.ARAdaLSModel)
+    assert loaded.get_config()["alpha"] == 0.5 and loaded.robustness_estimate == "first_order"
+    np.testing.assert_allclose(loaded.stratum_eps.numpy(), [0.05, 0.1, 0.2])
+    np.testing.assert_array_equal(loaded.stratum_thresholds.numpy(), model.stratum_thresholds.numpy())
+    x, y = digits["test"]
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), model.backbone.predict(x, verbose=0), atol=1e-5)
+    # evaluate works after loading and reports the hard-label loss.
+    result = loaded.evaluate(x, y, verbose=0, return_dict=True)
+    logits = model.backbone.predict(x, verbose=0)
+    assert result["loss"] == pytest.approx(reference.nll(y, reference.softmax(logits.astype(np.float64))), rel=1e-4)
+
+
+def test_first_order_radius_exact_on_linear_model():
+    rng = np.random.default_rng(3)
+    weights = rng.normal(size=(6, 2)).astype("float32")
+    inputs = keras.Input((6,))
+    dense = keras.layers.Dense(2, use_bias=False)
+    model = keras.Model(inputs, dense(inputs))
+    dense.set_weights([weights])
+    x = rng.uniform(0.4, 0.6, size=(20, 6)).astype("float32")
+    from aradals_tf import robustness
+
+    radius, _ = robustness.first_order_radius(model, x)
+    logits = x @ weights
+    y = logits.argmax(1)
+    exact = np.abs(logits[:, 0] - logits[:, 1]) / np.abs(weights[:, 0] - weights[:, 1]).sum()
+    np.testing.assert_allclose(radius, exact, rtol=1e-4)
+    levels = robustness.levels_from_radius([0.0, 0.05, 0.06, 0.3, 0.31, np.inf], 0.3, 5)
+    np.testing.assert_array_equal(levels, [0, 0, 0, 4, 5, 5])
+
+
+def test_backup_and_restore_resumes_after_a_killed_fit(digits, tmp_path):
+    backup = str(tmp_path / "backup")
+
+    class Killer(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 1:
+                self.eps_at_kill = self.model.stratum_eps.numpy().copy()
+                self.weights_at_kill = [w.copy() for w in self.model.backbone.get_weights()]
+                raise KeyboardInterrupt("killed")
+
+    model = _model(alpha=2.0)
+    killer = Killer()
+    with pytest.raises(KeyboardInterrupt):
+        model.fit(*digits["train"], batch_size=128, epochs=4, verbose=0,
+                  callbacks=[training.AdaptiveSmoothing(digits["validation"]),
+                             keras.callbacks.BackupAndRestore(backup), killer])
+    resumed = _model(alpha=2.0)
+    seen = {}
+
+    class Probe(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            if not seen:
+                seen["epoch"] = epoch
+                seen["eps"] = self.model.stratum_eps.numpy().copy()
+                seen["weights"] = [w.copy() for w in self.model.backbone.get_weights()]
+
+    history = resumed.fit(*digits["train"], batch_size=128, epochs=4, verbose=0,
+                          callbacks=[training.AdaptiveSmoothing(digits["validation"]),
+                                     keras.callbacks.BackupAndRestore(backup), Probe()])
+    # BackupAndRestore saves at the end of each epoch before the callback
+    # list reaches the killer; the kill happened at the end of epoch 1, so the
+    # resumed fit restarts at epoch 2 with that epoch's state.
+    assert seen["epoch"] == 2 and len(history.history["loss"]) == 2
+    np.testing.assert_allclose(seen["eps"], killer.eps_at_kill)
+    for restored, original in zip(seen["weights"], killer.weights_at_kill):
+        np.testing.assert_allclose(restored, original)
+
+
+def test_baseline_losses_hand_computed():
+    logits = tf.constant([[2.0, 0.0, -1.0], [0.5, 0.5, 0.0]])
+    labels = np.array([0, 2])
+    probs = reference.softmax(logits.numpy().astype(np.float64))
+    eps = 0.3
+    targets = (1 - eps) * np.eye(3)[labels] + eps / 3
+    expected_ls = np.mean(-np.sum(targets * np.log(probs), axis=1))
+    ls = training.SparseLabelSmoothingCrossentropy(eps)(labels, logits)
+    assert float(ls) == pytest.approx(expected_ls, rel=1e-5)
+    keras_ls = keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=eps)(np.eye(3)[labels], logits)
+    assert float(ls) == pytest.approx(float(keras_ls), rel=1e-5)
+    p_true = probs[np.arange(2), labels]
+    expected_focal = np.mean(-((1 - p_true) ** 2) * np.log(p_true))
+    assert float(training.SparseFocalCrossentropy(2.0)(labels, logits)) == pytest.approx(expected_focal, rel=1e-5)
+    assert float(training.SparseFocalCrossentropy(0.0)(labels, logits)) == pytest.approx(reference.nll(labels, probs), rel=1e-5)
+
+
+def test_mixup_targets_are_convex_combinations(digits):
+    keras.utils.set_random_seed(0)
+    model = training.MixupModel(backbones.mlp((8, 8, 1), 10), 10, alpha=0.4, seed=1)
+    x, y = digits["train"][0][:16], digits["train"][1][:16]
+    mixed_x, targets, dominant = model.soft_targets(tf.constant(x), tf.constant(y))
+    targets = targets.numpy()
+    np.testing.assert_allclose(targets.sum(1), 1.0, atol=1e-6)
+    lam = targets[np.arange(16), y].min()  # the own label gets lam (or 1)
+    assert 0 <= lam <= 1 and np.all((targets > 0).sum(1) <= 2)
+    model.compile(optimizer="adam", metrics=["accuracy"])
+    model.fit(*digits["train"], batch_size=128, epochs=1, verbose=0)
+
+
+_MIRRORED = textwrap.dedent(
+    """
+    import json, sys
+    import numpy as np, tensorflow as tf, keras
+    if sys.argv[1] == "mirrored":
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+        strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    else:
+        strategy = tf.distribute.get_strategy()
+    from aradals_tf import backbones, data, training
+    x, y = data.load_arrays("digits", "train")
+    xv, yv = data.load_arrays("digits", "validation")
+    x, y = x[:512], y[:512]
+    with strategy.scope():
+        keras.utils.set_random_seed(0)
+        model = training.ARAdaLSModel(backbones.mlp((8, 8, 1), 10), 10, eps_max=0.3,
+                                      attack_steps=5, num_strata=3, alpha=2.0)
+        model.compile(optimizer=keras.optimizers.SGD(0.1), metrics=["accuracy"])
+    # One step on one batch (fit splits it over the replicas): the same
+    # update with 1 or 2 replicas, no doubled gradient, every example counted once.
+    seen = {}
+
+    class Capture(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            seen["histogram"] = self.model.level_histogram.numpy().tolist()
+            seen["loss"] = float(logs["loss"])
+
+    dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(128).take(1)
+    model.fit(dataset, epochs=1, verbose=0, callbacks=[Capture()])
+    histogram = seen["histogram"]
+    weights = model.backbone.get_weights()[0]
+    model.stratum_eps.assign([0.1, 0.1, 0.1])
+    adaptive = training.AdaptiveSmoothing((xv, yv))
+    adaptive.set_model(model)
+    model.update_strata_thresholds()
+    adaptive.on_epoch_end(0, {})
+    print(json.dumps({"replicas": strategy.num_replicas_in_sync,
+                      "loss": seen["loss"],
+                      "histogram": histogram,
+                      "weights_sum": float(np.sum(weights)), "weights_abs": float(np.sum(np.abs(weights))),
+                      "eps": model.stratum_eps.numpy().tolist(),
+                      "thresholds": model.stratum_thresholds.numpy().tolist()}))
+    """
+)
+
+
+def test_mirrored_strategy_matches_single_device():
+    import json
+
+    results = {}
+    for mode in ("single", "mirrored"):
+        completed = subprocess.run(
+            [sys.executable, "-c", _MIRRORED, mode], capture_output=True, text=True, timeout=600,
+            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+        )
+        assert completed.returncode == 0, completed.stderr[-3000:]
+        results[mode] = json.loads(completed.stdout.strip().splitlines()[-1])
+    single, mirrored = results["single"], results["mirrored"]
+    assert mirrored["replicas"] == 2 and single["replicas"] == 1
+    assert mirrored["histogram"] == single["histogram"] and sum(single["histogram"]) == 128
+    assert mirrored["loss"] == pytest.approx(single["loss"], rel=1e-5)
+    assert mirrored["weights_sum"] == pytest.approx(single["weights_sum"], rel=1e-4)
+    assert mirrored["weights_abs"] == pytest.approx(single["weights_abs"], rel=1e-5)
+    np.testing.assert_allclose(mirrored["eps"], single["eps"], atol=1e-6)
+    assert mirrored["thresholds"] == single["thresholds"]
