@@ -31,7 +31,17 @@ _PUBLIC = {
     "fit_temperature": "temperature",
     "TemperatureScaling": "temperature",
     "soft_labels": "smoothing",
+    "adversarial_robustness": "robustness",
+    "score_dataset": "robustness",
+    "first_order_radius": "robustness",
+    "calibration_by_robustness": "metrics",
+    "ARAdaLSModel": "training",
+    "AdaptiveSmoothing": "training",
+    "MixupModel": "training",
     "SparseLabelSmoothingCrossentropy": "training",
+    "SparseFocalCrossentropy": "training",
+    "LogitEnsemble": "ensemble",
+    "EnsembleARAdaLSModel": "ensemble",
 }
 
 __all__ = ["__version__", *_PUBLIC]

@@ -19,6 +19,7 @@ from aradals_tf import atomic
 from aradals_tf import backbones
 from aradals_tf import corruptions
 from aradals_tf import data
+from aradals_tf import ensemble
 from aradals_tf import metrics
 from aradals_tf import plots
 from aradals_tf import robustness
@@ -28,6 +29,7 @@ from aradals_tf.version import __version__
 
 METHODS = ("vanilla", "label-smoothing", "focal", "mixup", "ar-adals")
 STRATEGIES = ("default", "mirrored", "multiworker")
+ENSEMBLE_MODES = ("joint", "independent")
 EVAL_BATCH_SIZE = 500
 # Seed of the corruption noise at evaluation time: fixed, so every run and
 # method is evaluated on the same corrupted images.
@@ -61,6 +63,12 @@ class TrainConfig:
             (the cheaper mode).
         attack_loss: `"margin"` or `"cross_entropy"`.
         strategy: `"default"`, `"mirrored"` or `"multiworker"`.
+        ensemble_size: M > 1 trains an ensemble of M members averaged by
+            `LogitEnsemble` (member m initialised and shuffled with seed
+            `1000 * seed + m`; all members share the data split of `seed`).
+        ensemble_mode: for ar-adals ensembles, `"joint"` (ensemble-aware:
+            members side by side on the ensemble's strata and eps) or
+            `"independent"` (each member adapts on its own, in sequence).
     """
 
     dataset: str = "mnist5k"
@@ -83,6 +91,8 @@ class TrainConfig:
     robustness_estimate: str = "attack"
     attack_loss: str = "margin"
     strategy: str = "default"
+    ensemble_size: int = 1
+    ensemble_mode: str = "joint"
 
     def validate(self):
         """Raises ValueError on a setting that cannot work; fills defaults."""
@@ -92,7 +102,11 @@ class TrainConfig:
                 f"{self.dataset!r} has no train split; train on cifar10 and "
                 "evaluate on cifar10_corrupted."
             )
-        for name, valid in (("method", METHODS), ("strategy", STRATEGIES)):
+        for name, valid in (
+            ("method", METHODS),
+            ("strategy", STRATEGIES),
+            ("ensemble_mode", ENSEMBLE_MODES),
+        ):
             if getattr(self, name) not in valid:
                 raise ValueError(
                     f"Unknown {name} {getattr(self, name)!r}; valid: {', '.join(valid)}."
@@ -106,7 +120,7 @@ class TrainConfig:
             )
         if self.eps_max is None:
             self.eps_max = info.eps_max
-        for name in ("epochs", "batch_size", "num_strata", "attack_steps"):
+        for name in ("epochs", "batch_size", "num_strata", "attack_steps", "ensemble_size"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1; got {getattr(self, name)}.")
         for name in ("learning_rate", "mixup_alpha", "eps_max"):
@@ -147,17 +161,19 @@ class TrainConfig:
                 "robustness_estimate",
             ),
         }.get(self.method, ())
+        if self.ensemble_size > 1:
+            keys += ("ensemble_size",) + (("ensemble_mode",) if self.method == "ar-adals" else ())
         return {key: getattr(self, key) for key in keys}
 
 
-def _datasets(config):
+def _datasets(config, shuffle_seed=None):
     train = data.load_dataset(config.dataset, "train", config.seed, data_dir=config.data_dir)
     validation = data.load_dataset(
         config.dataset, "validation", config.seed, data_dir=config.data_dir
     )
     train = (
         train.cache()
-        .shuffle(10_000, seed=config.seed, reshuffle_each_iteration=True)
+        .shuffle(10_000, seed=config.seed if shuffle_seed is None else shuffle_seed, reshuffle_each_iteration=True)
         .batch(config.batch_size)
         .prefetch(tf.data.AUTOTUNE)
     )
@@ -175,23 +191,37 @@ def make_strategy(name):
     return tf.distribute.get_strategy()
 
 
-def build_model(config):
+def _member_seed(config, member):
+    return 1000 * config.seed + member
+
+
+def build_model(config, init_seed=None):
     """Builds and compiles the model a config describes (not yet trained).
 
-    Call inside the strategy's scope for distributed training.
+    Args:
+        config: a validated `TrainConfig`.
+        init_seed: seed of the weights (default: `config.seed`).
+
+    Returns:
+        A compiled `keras.Model`; for an ar-adals joint ensemble an
+        `EnsembleARAdaLSModel` of `ensemble_size` backbones. Call inside the
+        strategy's scope for distributed training.
     """
     info = data.dataset_info(config.dataset)
-    keras.utils.set_random_seed(config.seed)
-    backbone = backbones.build_backbone(config.backbone, info.image_shape, info.num_classes)
+    init_seed = config.seed if init_seed is None else init_seed
+    joint = config.method == "ar-adals" and config.ensemble_size > 1 and config.ensemble_mode == "joint"
+    members = []
+    for member in range(config.ensemble_size if joint else 1):
+        keras.utils.set_random_seed(_member_seed(config, member) if joint else init_seed)
+        members.append(backbones.build_backbone(config.backbone, info.image_shape, info.num_classes))
+    backbone = members[0]
     compile_metrics = [
         keras.metrics.SparseCategoricalAccuracy(name="accuracy"),
         metrics.ExpectedCalibrationError(from_logits=True),
     ]
     optimizer = keras.optimizers.Adam(config.learning_rate)
     if config.method == "ar-adals":
-        model = training.ARAdaLSModel(
-            backbone,
-            info.num_classes,
+        settings = dict(
             num_strata=config.num_strata,
             eps_max=config.eps_max,
             attack_steps=config.attack_steps,
@@ -201,11 +231,15 @@ def build_model(config):
             robustness_estimate=config.robustness_estimate,
             attack_loss=config.attack_loss,
         )
+        if joint:
+            model = ensemble.EnsembleARAdaLSModel(members, info.num_classes, **settings)
+        else:
+            model = training.ARAdaLSModel(backbone, info.num_classes, **settings)
         model.compile(optimizer=optimizer, metrics=compile_metrics)
         return model
     if config.method == "mixup":
         model = training.MixupModel(
-            backbone, info.num_classes, alpha=config.mixup_alpha, seed=config.seed
+            backbone, info.num_classes, alpha=config.mixup_alpha, seed=init_seed
         )
         model.compile(optimizer=optimizer, metrics=compile_metrics)
         return model
@@ -220,17 +254,45 @@ def build_model(config):
     return backbone
 
 
-def _backup_dir(out):
+def _hidden_sibling(out, suffix):
     out = os.path.abspath(out)
-    return os.path.join(os.path.dirname(out), f".{os.path.basename(out)}.backup")
+    return os.path.join(os.path.dirname(out), f".{os.path.basename(out)}.{suffix}")
+
+
+def _fit(config, model, train, validation, backup, verbose, extra_callbacks):
+    """One Keras fit with resume support; returns `(history, eps records)`."""
+    callbacks = [keras.callbacks.BackupAndRestore(backup), *extra_callbacks]
+    adaptive = None
+    if config.method == "ar-adals":
+        adaptive = training.AdaptiveSmoothing(validation)
+        callbacks.insert(0, adaptive)
+    history = model.fit(
+        train,
+        validation_data=validation,
+        epochs=config.epochs,
+        callbacks=callbacks,
+        shuffle=False,  # the dataset shuffles itself, seeded
+        verbose=verbose,
+    )
+    history = {key: [float(v) for v in values] for key, values in history.history.items()}
+    return history, (adaptive.records if adaptive else [])
+
+
+def _eps_plot(config, records, path, label=""):
+    if records:
+        plots.eps_per_stratum(
+            records, path, title=f"AR-AdaLS on {config.dataset}{label}: eps per robustness stratum"
+        )
 
 
 def train_run(config, out, overwrite=False, verbose="auto", extra_callbacks=()):
     """Trains `config` and writes the run directory `out` atomically.
 
-    An interrupted run can be resumed by running it again: Keras's
-    `BackupAndRestore` keeps the last finished epoch (weights, optimizer and
-    AR-AdaLS state) in a hidden `.<out>.backup` sibling, removed on success.
+    An interrupted run resumes when run again: Keras's `BackupAndRestore`
+    keeps the last finished epoch (weights, optimizer and AR-AdaLS state) in
+    a hidden `.<out>.backup` sibling, and the finished members of an
+    ensemble trained in sequence wait in `.<out>.members`; both are removed
+    once the run directory is complete.
 
     Args:
         config: a `TrainConfig`.
@@ -240,46 +302,64 @@ def train_run(config, out, overwrite=False, verbose="auto", extra_callbacks=()):
         extra_callbacks: more Keras callbacks for `fit`.
 
     Returns:
-        The `keras.callbacks.History` of the fit.
+        The per-epoch logs: a dict (one model), or `{"member<i>": dict}` for
+        an ensemble trained member by member.
     """
     config.validate()
     if os.path.exists(out) and not overwrite:
         raise FileExistsError(f"{out} already exists; pass --overwrite to replace it.")
     strategy = make_strategy(config.strategy)
-    train, validation = _datasets(config)
-    backup = _backup_dir(out)
+    sequential = config.ensemble_size > 1 and not (
+        config.method == "ar-adals" and config.ensemble_mode == "joint"
+    )
     with atomic.atomic_directory(out, overwrite=overwrite) as partial:
-        with strategy.scope():
-            model = build_model(config)
-        callbacks = [keras.callbacks.BackupAndRestore(backup), *extra_callbacks]
-        adaptive = None
-        if config.method == "ar-adals":
-            adaptive = training.AdaptiveSmoothing(validation)
-            callbacks.insert(0, adaptive)
-        history = model.fit(
-            train,
-            validation_data=validation,
-            epochs=config.epochs,
-            callbacks=callbacks,
-            shuffle=False,  # the dataset shuffles itself, seeded
-            verbose=verbose,
-        )
+        if not sequential:
+            train, validation = _datasets(config)
+            with strategy.scope():
+                model = build_model(config)
+            history, records = _fit(
+                config, model, train, validation, _hidden_sibling(out, "backup"), verbose, extra_callbacks
+            )
+            _eps_plot(config, records, os.path.join(partial, "eps_per_stratum.png"))
+            if isinstance(model, ensemble.EnsembleARAdaLSModel):
+                model = model.backbone  # the LogitEnsemble of the trained members
+        else:
+            work = _hidden_sibling(out, "members")
+            members, history = [], {}
+            for member in range(config.ensemble_size):
+                member_dir = os.path.join(work, f"member{member}")
+                member_path = os.path.join(member_dir, "model.keras")
+                if os.path.isfile(member_path):
+                    print(f"Member {member + 1}/{config.ensemble_size}: already trained, loaded from {member_dir}")
+                    members.append(keras.models.load_model(member_path, compile=False))
+                    history[f"member{member}"] = atomic.read_json(os.path.join(member_dir, "history.json"))
+                    continue
+                seed = _member_seed(config, member)
+                print(f"Member {member + 1}/{config.ensemble_size} (seed {seed}):")
+                train, validation = _datasets(config, shuffle_seed=seed)
+                with strategy.scope():
+                    model = build_model(config, init_seed=seed)
+                member_history, records = _fit(
+                    config, model, train, validation, member_dir + ".backup", verbose, extra_callbacks
+                )
+                with atomic.atomic_directory(member_dir, overwrite=True) as member_partial:
+                    model.save(os.path.join(member_partial, "model.keras"))
+                    atomic.write_json(os.path.join(member_partial, "history.json"), member_history)
+                shutil.rmtree(member_dir + ".backup", ignore_errors=True)
+                _eps_plot(
+                    config, records, os.path.join(partial, f"eps_per_stratum_member{member}.png"), f", member {member}"
+                )
+                members.append(model)
+                history[f"member{member}"] = member_history
+            model = ensemble.LogitEnsemble(members)
         model.save(os.path.join(partial, "model.keras"))
         atomic.write_json(
             os.path.join(partial, "config.json"),
             {"aradals_tf_version": __version__, **dataclasses.asdict(config)},
         )
-        atomic.write_json(
-            os.path.join(partial, "history.json"),
-            {key: [float(v) for v in values] for key, values in history.history.items()},
-        )
-        if adaptive is not None and adaptive.records:
-            plots.eps_per_stratum(
-                adaptive.records,
-                os.path.join(partial, "eps_per_stratum.png"),
-                title=f"AR-AdaLS on {config.dataset}: eps per robustness stratum",
-            )
-    shutil.rmtree(backup, ignore_errors=True)
+        atomic.write_json(os.path.join(partial, "history.json"), history)
+    # Only now that the run directory is complete: drop the resume state.
+    shutil.rmtree(_hidden_sibling(out, "members" if sequential else "backup"), ignore_errors=True)
     return history
 
 

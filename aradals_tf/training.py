@@ -192,6 +192,11 @@ class SoftTargetModel(keras.Model):
         if self.built:
             self.optimizer.build(self.trainable_variables)
 
+    def training_logits(self, inputs):
+        """Forward pass of a training step: `([logits the loss fits], logits for metrics)`."""
+        logits = self(inputs, training=True)
+        return [logits], logits
+
     def soft_targets(self, x, labels):
         """Returns `(training inputs, [n, K] targets, labels for metrics)`."""
         raise NotImplementedError(f"{type(self).__name__} must implement soft_targets")
@@ -201,10 +206,17 @@ class SoftTargetModel(keras.Model):
         labels = _flat_labels(y)
         inputs, targets, metric_labels = self.soft_targets(x, labels)
         with tf.GradientTape() as tape:
-            logits = self(inputs, training=True)
-            loss = self.compute_loss(
-                x=inputs, y=targets, y_pred=logits, sample_weight=sample_weight, training=True
-            )
+            member_logits, logits = self.training_logits(inputs)
+            # Each set of logits fits the targets; their losses are averaged
+            # (one set for a single model, one per member for an ensemble).
+            loss = tf.add_n(
+                [
+                    self.compute_loss(
+                        x=inputs, y=targets, y_pred=z, sample_weight=sample_weight, training=True
+                    )
+                    for z in member_logits
+                ]
+            ) / len(member_logits)
             scaled_loss = self.optimizer.scale_loss(loss)
         gradients = tape.gradient(scaled_loss, self.trainable_variables)
         self.optimizer.apply(gradients, self.trainable_variables)
