@@ -42,6 +42,8 @@ _PUBLIC = {
     "SparseFocalCrossentropy": "training",
     "LogitEnsemble": "ensemble",
     "EnsembleARAdaLSModel": "ensemble",
+    "export_saved_model": "export",
+    "read_metadata": "export",
 }
 
 __all__ = ["__version__", *_PUBLIC]

@@ -1,7 +1,8 @@
 """The `aradals-tf` command line.
 
-Commands: `train`, `evaluate`, `compare`. TensorFlow is imported only inside
-commands, so `aradals-tf --help` answers at once.
+Commands: `train`, `evaluate`, `robustness`, `compare`, `export`, `predict`.
+TensorFlow is imported only inside commands, so `aradals-tf --help` answers
+at once.
 
 Bad input (unknown names, missing or corrupt run directories, an existing
 `--out`) ends with a one-line `Error: ...` and exit status 1, never a
@@ -81,6 +82,16 @@ def cli():
 )
 @click.option("--attack-loss", type=click.Choice(["margin", "cross_entropy"]), default="margin", show_default=True, help="AR-AdaLS: loss each attack step ascends.")
 @click.option("--strategy", type=click.Choice(STRATEGY_CHOICES), default="default", show_default=True, help="tf.distribute strategy.")
+@click.option("--ensemble-size", type=click.IntRange(min=1), default=1, show_default=True, help="Train M members (different seeds) averaged by a LogitEnsemble.")
+@click.option(
+    "--ensemble-mode",
+    type=click.Choice(["joint", "independent"]),
+    default="joint",
+    show_default=True,
+    help="AR-AdaLS ensembles: 'joint' adapts eps from the ensemble's averaged "
+    "prediction and robustness (members side by side); 'independent' trains "
+    "members one by one, each adapting on its own.",
+)
 @click.option("--epochs", type=click.IntRange(min=1), default=20, show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=128, show_default=True)
 @click.option(
@@ -271,6 +282,121 @@ def compare(runs, out, dataset, methods, seeds, select_seeds, epochs, grids, set
     click.echo(f"{dataset}, {epochs} epochs, test split, mean ± std over seeds {seeds}; 15-bin ECE:")
     click.echo(experiments.format_comparison(summary))
     click.echo(f"Wrote {os.path.join(out, 'comparison.json')} and {summary['plot']}")
+
+
+@cli.command("export")
+@click.option("--run", "run_dir", required=True, type=click.Path(), help="Run directory from `aradals-tf train`.")
+@click.option(
+    "--calibration",
+    type=click.Choice(["temperature", "none"]),
+    default="temperature",
+    show_default=True,
+    help="temperature: T fitted on the run's validation split; none: T = 1.",
+)
+@click.option("--name", default=None, help="Model name (TF Serving's MODEL_NAME; default: the run directory's name).")
+@click.option("--version", "model_version", type=click.IntRange(min=1), default=None, help="Version to write (default: the next free integer); never overwritten.")
+@click.option("--base-dir", type=click.Path(file_okay=False), default="saved_models", show_default=True, help="TF Serving base directory.")
+@click.option("--eps-max", type=click.FloatRange(min=0, min_open=True), default=None, help="Attack budget of the robustness signature (default: the run's, i.e. the dataset's).")
+@click.option("--attack-steps", type=click.IntRange(min=1), default=None, help="Radii tried by the robustness signature (default: the run's, 10).")
+def export(run_dir, calibration, name, model_version, base_dir, eps_max, attack_steps):
+    """Export a run as a calibrated SavedModel for TF Serving, in
+    BASE_DIR/NAME/VERSION/ (written atomically).
+
+    Signatures: serving_default (float32 images in [0, 1]) and serving_uint8
+    (uint8 images 0-255) return probabilities, confidence, predicted_class,
+    calibrated logits and predicted_label; robustness returns each input's
+    adversarial robustness radius. Metadata (T, validation ECE before and
+    after) goes to assets.extra/aradals_tf.json."""
+    import re
+
+    from aradals_tf import data
+    from aradals_tf import experiments
+    from aradals_tf import export as export_lib
+
+    config, model = experiments.load_run(run_dir)
+    info = data.dataset_info(config.dataset)
+    if name is None:
+        name = re.sub(r"[^A-Za-z0-9_.-]", "_", os.path.basename(os.path.normpath(os.path.abspath(run_dir)))).lstrip(".-") or "model"
+    validation = data.load_dataset(config.dataset, "validation", config.seed, data_dir=config.data_dir)
+    logits, labels = experiments.predict_logits(model, validation)
+    path = export_lib.export_saved_model(
+        model,
+        base_dir,
+        name=name,
+        version=model_version,
+        calibration=calibration,
+        validation_data={"logits": logits, "labels": labels},
+        class_names=info.class_names,
+        training_method=config.method,
+        input_shape=info.image_shape,
+        eps_max=eps_max or config.eps_max or info.eps_max,
+        attack_steps=attack_steps or config.attack_steps,
+        metadata={"run": os.path.abspath(run_dir), "dataset": config.dataset, "seed": config.seed},
+    )
+    meta = export_lib.read_metadata(path)
+    cal, attack = meta["calibration"], meta["robustness"]
+    click.echo(f"Exported {run_dir} ({config.method} on {config.dataset}) to {path}")
+    click.echo(
+        f"  calibration: {calibration}, T = {cal['temperature']:.4f}"
+        + (f" (fitted on the validation split, {cal['validation']['examples']} examples)" if calibration == "temperature" else "")
+    )
+    summary = cal["validation"]
+    click.echo(
+        f"  validation ECE {100 * summary['ece_before']:.2f} % -> {100 * summary['ece_after']:.2f} %, "
+        f"NLL {summary['nll_before']:.4f} -> {summary['nll_after']:.4f}"
+    )
+    click.echo(
+        "  signatures: serving_default (float32 images in [0, 1]), serving_uint8 (uint8 0-255), "
+        f"robustness (L-{attack['norm']} eps_max {attack['eps_max']:.4g}, {attack['steps']} steps)"
+    )
+    model_dir = os.path.abspath(os.path.dirname(path))
+    click.echo(
+        f"Serve: docker run -p 8501:8501 -p 8500:8500 -v {model_dir}:/models/{name} "
+        f"-e MODEL_NAME={name} tensorflow/serving"
+    )
+
+
+@cli.command()
+@click.option("--saved-model", "saved_model", required=True, type=click.Path(), help="SavedModel version directory (saved_models/NAME/VERSION), or NAME directory for its latest version.")
+@click.option("--input", "inputs", required=True, multiple=True, type=click.Path(), help="Input file (repeatable): .npy (one HxWxC image or a batch; float in [0, 1] or uint8 0-255) or an image (PNG, JPEG, GIF, BMP).")
+@click.option("--signature", type=click.Choice(["serving_default", "robustness"]), default="serving_default", show_default=True, help="Signature to run (uint8 inputs run serving_uint8 in place of serving_default).")
+@click.option("--resize", is_flag=True, help="Resize images of another size to the model's (bilinear) instead of failing.")
+@click.option("--json", "as_json", is_flag=True, help="Print TF Serving's REST predict response ({\"predictions\": [...]}).")
+@click.option("--request", "as_request", is_flag=True, help="Print the REST request body for these inputs instead of running the model.")
+def predict(saved_model, inputs, signature, resize, as_json, as_request):
+    """Run an exported SavedModel on input files, as TF Serving would.
+
+    Prints a table, or with --json the REST response; --request prints the
+    matching request body (POST it to
+    http://HOST:8501/v1/models/NAME:predict)."""
+    from aradals_tf import export as export_lib
+
+    version_dir, name, batch, loaded = export_lib.prepare_inputs(saved_model, inputs, signature, resize)
+    if as_request:
+        click.echo(export_lib.dumps(export_lib.rest_request(batch, name)))
+        return
+    if loaded is None:
+        loaded, _ = export_lib.load_saved_model(version_dir)
+    outputs = export_lib.run_signature(loaded, name, batch)
+    if as_json:
+        click.echo(export_lib.dumps(export_lib.rest_response(outputs)))
+        return
+    meta = export_lib.read_metadata(version_dir) or {}
+    temperature = (meta.get("calibration") or {}).get("temperature")
+    click.echo(f"{version_dir} [{name}]" + (f", T = {temperature:.4f}" if temperature is not None else ""))
+    columns = ["predicted_class", "predicted_label", "confidence", "radius", "flipped"]
+    columns = [c for c in columns if c in outputs]
+    click.echo("  ".join(["input"] + [f"{c:>15}" for c in columns]))
+    for row in range(len(batch)):
+        cells = []
+        for column in columns:
+            value = outputs[column][row]
+            if isinstance(value, bytes):
+                value = value.decode("utf-8", errors="replace")
+            elif column in ("confidence", "radius"):
+                value = f"{float(value):.4f}" if not (column == "radius" and value < 0) else "never"
+            cells.append(f"{str(value):>15}")
+        click.echo("  ".join([f"{row:>5}"] + cells))
 
 
 _USER_ERRORS = (ValueError, OSError, KeyError)

@@ -206,6 +206,21 @@ def levels_from_radius(radius, eps_max, steps):
     return tf.cast(tf.clip_by_value(level, 0.0, float(steps)), tf.int32)
 
 
+def _attack_settings(eps_max, steps, norm, clip_min, clip_max, loss):
+    """Checked settings as a hashable tuple of `growing_radius_attack` kwargs."""
+    eps_max, steps, order = check_attack_settings(eps_max, steps, norm, clip_min, clip_max)
+    if loss not in ATTACK_LOSSES:
+        raise ValueError(f"loss must be one of {', '.join(ATTACK_LOSSES)}; got {loss!r}.")
+    return (
+        ("eps_max", eps_max),
+        ("steps", steps),
+        ("norm", "inf" if order == np.inf else 2),
+        ("clip_min", clip_min),
+        ("clip_max", clip_max),
+        ("loss", loss),
+    )
+
+
 # One compiled attack per (model, settings); dropped with the model.
 _COMPILED = weakref.WeakKeyDictionary()
 
@@ -303,15 +318,7 @@ def adversarial_robustness(
 
     >>> radius, level = adversarial_robustness(model, images, eps_max=0.3)
     """
-    eps_max, steps, order = check_attack_settings(eps_max, steps, norm, clip_min, clip_max)
-    settings = (
-        ("eps_max", eps_max),
-        ("steps", steps),
-        ("norm", "inf" if order == np.inf else 2),
-        ("clip_min", clip_min),
-        ("clip_max", clip_max),
-        ("loss", loss),
-    )
+    settings = _attack_settings(eps_max, steps, norm, clip_min, clip_max, loss)
     if not tf.executing_eagerly():
         radius, level, _ = growing_radius_attack(model, x, labels, **dict(settings))
         return radius, level
@@ -358,15 +365,7 @@ def score_dataset(
         never flipped), `level` (int32), `confidence` (top-label
         probability of the clean input), `prediction`, `label`, `logits`.
     """
-    eps_max, steps, order = check_attack_settings(eps_max, steps, norm, clip_min, clip_max)
-    settings = (
-        ("eps_max", eps_max),
-        ("steps", steps),
-        ("norm", "inf" if order == np.inf else 2),
-        ("clip_min", clip_min),
-        ("clip_max", clip_max),
-        ("loss", loss),
-    )
+    settings = _attack_settings(eps_max, steps, norm, clip_min, clip_max, loss)
     _, attack_own_prediction = _compiled_attack(model, settings)
     batches = dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
     count = int(batches.cardinality())
