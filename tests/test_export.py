@@ -194,14 +194,8 @@ TF1_SCRIPT = textwrap.dedent(
     import json, sys
     import numpy as np
     import tensorflow as tf
-    from tensorflow.python.tools import saved_model_cli
     jobs = json.loads(sys.argv[1])
     x = np.load(jobs["x"])
-    # `saved_model_cli run --dir PATH --tag_set serve --signature_def
-    # serving_default --inputs images=x.npy --outdir OUT`, minus the argv parsing.
-    for path, outdir in jobs["saved_model_cli"]:
-        saved_model_cli.run_saved_model_with_feed_dict(
-            path, "serve", "serving_default", {"images": x}, outdir, True)
     tf.compat.v1.disable_eager_execution()
     feeds = {"serving_default": x, "robustness": x,
              "serving_uint8": np.round(x * 255).astype(np.uint8)}
@@ -224,10 +218,9 @@ EXPORT_KEYS = ("raw", "scaled", "adals")
 
 @pytest.fixture(scope="module")
 def served(exports, digits, tmp_path_factory):
-    """Runs every export the way TF Serving loads it, in two parallel
-    subprocesses: `saved_model_cli run` on serving_default (the installed
-    command for the AR-AdaLS export; its run function, without the argv
-    parsing, for the other two) and the TF1 session loader on all signatures.
+    """Runs every export the way TF Serving loads it, in parallel
+    subprocesses: the installed `saved_model_cli run` on serving_default of
+    each export, and the TF1 session loader on all signatures.
     Returns {key: (saved_model_cli outputs, TF1 outputs by signature)}."""
     _, _, x = digits
     root = tmp_path_factory.mktemp("served")
@@ -236,14 +229,13 @@ def served(exports, digits, tmp_path_factory):
     jobs = {
         "x": str(root / "x.npy"),
         "exports": [[exports[k][0], str(root / f"{k}.npz")] for k in EXPORT_KEYS],
-        "saved_model_cli": [[exports[k][0], str(root / k)] for k in ("raw", "scaled")],
     }
     commands = [
-        [os.path.join(BIN, "saved_model_cli"), "run", "--dir", exports["adals"][0], "--tag_set", "serve",
+        [os.path.join(BIN, "saved_model_cli"), "run", "--dir", exports[key][0], "--tag_set", "serve",
          "--signature_def", "serving_default", "--inputs", f"images={root / 'x.npy'}", "--outdir",
-         str(root / "adals")],
-        [sys.executable, str(root / "tf1.py"), json.dumps(jobs)],
-    ]
+         str(root / key)]
+        for key in EXPORT_KEYS
+    ] + [[sys.executable, str(root / "tf1.py"), json.dumps(jobs)]]
     processes = [
         subprocess.Popen(command, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         for command in commands

@@ -297,3 +297,23 @@ def test_mirrored_strategy_matches_single_device():
     assert mirrored["weights_abs"] == pytest.approx(single["weights_abs"], rel=1e-5)
     np.testing.assert_allclose(mirrored["eps"], single["eps"], atol=1e-6)
     assert mirrored["thresholds"] == single["thresholds"]
+
+
+def test_trained_model_smooths_least_robust_strata_most():
+    """Acceptance: after training on mnist5k, eps is larger in the least
+    robust strata than in the most robust ones (cheaper first-order mode to
+    keep the test short; the README reports the attack mode)."""
+    from aradals_tf import experiments
+
+    config = experiments.TrainConfig(
+        dataset="mnist5k", method="ar-adals", epochs=15, seed=0, robustness_estimate="first_order",
+        alpha=1.0, eps_cap=0.5, num_strata=5,
+    ).validate()
+    train, validation = experiments._datasets(config)
+    model = experiments.build_model(config)
+    adaptive = training.AdaptiveSmoothing(validation)
+    model.fit(train, epochs=config.epochs, verbose=0, callbacks=[adaptive])
+    eps = model.stratum_eps.numpy()
+    least, most = eps[:2].mean(), eps[-2:].mean()
+    assert least > most, eps
+    assert eps[0] > 0
