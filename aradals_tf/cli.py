@@ -213,7 +213,7 @@ def _int_list(ctx, param, value):
 @click.argument("runs", nargs=-1, type=click.Path())
 @click.option("--out", type=click.Path(file_okay=False), default=None, help="Run the comparison study into this directory (resumable).")
 @click.option("--dataset", default="mnist5k", show_default=True)
-@click.option("--methods", default="vanilla,label-smoothing,ar-adals", show_default=True, help="Comma-separated methods.")
+@click.option("--methods", default="vanilla,label-smoothing,ar-adals", show_default=True, help="Comma-separated methods; LABEL=METHOD adds a variant (e.g. independent=ar-adals).")
 @click.option("--seeds", default="0,1,2", show_default=True, callback=_int_list, help="Seeds of the final runs.")
 @click.option("--select-seeds", default=None, help="Seeds used to select hyper-parameters (default: the first seed).")
 @click.option("--epochs", type=click.IntRange(min=1), default=20, show_default=True)
@@ -252,18 +252,16 @@ def compare(runs, out, dataset, methods, seeds, select_seeds, epochs, grids, set
                 rows.append((f"{name} [{condition}]", kind, values))
         click.echo(experiments.format_table(rows, first_header="run [data]"))
         return
-    method_list = [m.strip() for m in methods.split(",") if m.strip()]
-    for method in method_list:
-        if method not in METHOD_CHOICES:
-            raise ValueError(f"Unknown method {method!r}; valid: {', '.join(METHOD_CHOICES)}.")
+    method_list = experiments.parse_methods(methods)
+    labels = [label for label, _ in method_list]
     grid_map, override_map = {}, {}
     for text in grids:
-        method, param, values = experiments.parse_override(text)
+        method, param, values = experiments.parse_override(text, labels)
         if method is None:
             raise ValueError(f"--grid needs METHOD.PARAM=...; got {text!r}.")
         grid_map.setdefault(method, {})[param] = values
     for text in sets:
-        method, param, values = experiments.parse_override(text)
+        method, param, values = experiments.parse_override(text, labels)
         if len(values) != 1:
             raise ValueError(f"--set takes one value; use --grid for several ({text!r}).")
         override_map.setdefault(method, {})[param] = values[0]

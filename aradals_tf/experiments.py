@@ -9,6 +9,7 @@ atomically (see `atomic`), so an interrupted run leaves nothing half-written.
 
 import dataclasses
 import os
+import re
 import shutil
 
 import keras
@@ -684,19 +685,42 @@ def format_bin_table(rows, key):
     return "\n".join(lines)
 
 
-def parse_override(text):
+def parse_methods(text):
+    """`"vanilla,ar-adals,independent=ar-adals"` -> `[(label, method), ...]`.
+
+    A `LABEL=METHOD` entry adds a variant of a method with its own settings
+    (`--set independent.ensemble_mode=independent`) and its own table row.
+    """
+    entries = []
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            continue
+        label, _, method = item.rpartition("=")
+        label = label or method
+        if method not in METHODS:
+            raise ValueError(f"Unknown method {method!r}; valid: {', '.join(METHODS)}.")
+        if not re.fullmatch(r"[A-Za-z0-9_-]+", label):
+            raise ValueError(f"Method label {label!r} may hold only letters, digits, '_' and '-'.")
+        entries.append((label, method))
+    labels = [label for label, _ in entries]
+    if not entries or len(set(labels)) != len(labels):
+        raise ValueError(f"--methods needs distinct labels; got {text!r}.")
+    return entries
+
+
+def parse_override(text, labels=METHODS):
     """`"ar-adals.alpha=0.5,1"` -> `("ar-adals", "alpha", [0.5, 1.0])`.
 
-    The method part is optional (`"epochs=10"` applies to every method);
-    values are cast to the `TrainConfig` field's type.
+    The method (or method label) part is optional (`"epochs=10"` applies to
+    every method); values are cast to the `TrainConfig` field's type.
     """
     if "=" not in text:
         raise ValueError(f"Expected [METHOD.]PARAM=VALUE[,VALUE...]; got {text!r}.")
     key, _, values = text.partition("=")
     method, _, param = key.rpartition(".")
     method = method or None
-    if method is not None and method not in METHODS:
-        raise ValueError(f"Unknown method {method!r} in {text!r}; valid: {', '.join(METHODS)}.")
+    if method is not None and method not in labels:
+        raise ValueError(f"Unknown method {method!r} in {text!r}; valid: {', '.join(labels)}.")
     fields = {field.name: field for field in dataclasses.fields(TrainConfig)}
     param = param.replace("-", "_")
     if param not in fields or param in ("method", "seed", "dataset"):
@@ -779,7 +803,7 @@ def run_comparison(
     Args:
         out: root directory of the comparison.
         base: the `TrainConfig` shared by all runs (dataset, epochs, ...).
-        methods: method names.
+        methods: method names, or `(label, method)` pairs for variants.
         seeds: seeds of the final runs.
         grids: `{method: {param: [values]}}` searched on validation.
         overrides: `{method or None: {param: value}}` fixed settings.
@@ -797,9 +821,10 @@ def run_comparison(
     select_seeds = list(select_seeds or seeds[:1])
     shift_names(shifts)  # fail early on bad names
     rows = {}
-    for method in methods:
-        fixed = {**overrides.get(None, {}), **overrides.get(method, {})}
-        grid = grids.get(method, {})
+    entries = [(m, m) if isinstance(m, str) else tuple(m) for m in methods]
+    for label, method in entries:
+        fixed = {**overrides.get(None, {}), **overrides.get(label, {})}
+        grid = grids.get(label, {})
         keys = sorted(grid)
         candidates = [dict(zip(keys, values)) for values in itertools.product(*(grid[k] for k in keys))]
 
@@ -812,20 +837,20 @@ def run_comparison(
             for settings in candidates:
                 scores = []
                 for seed in select_seeds:
-                    run_dir = os.path.join(out, method, _tag(settings), f"seed{seed}")
+                    run_dir = os.path.join(out, label, _tag(settings), f"seed{seed}")
                     summary = _ensure_run(config_for(settings, seed), run_dir, (), verbose)
                     scores.append(summary["validation"]["raw"]["ece"])
                 selection.append({"settings": settings, "validation_ece": float(np.mean(scores))})
                 if verbose:
-                    print(f"{method} {_tag(settings)}: validation ECE {100 * np.mean(scores):.2f} %")
+                    print(f"{label} {_tag(settings)}: validation ECE {100 * np.mean(scores):.2f} %")
             chosen = min(selection, key=lambda item: item["validation_ece"])["settings"]
         else:
             chosen = candidates[0]
         summaries = []
         for seed in seeds:
-            run_dir = os.path.join(out, method, _tag(chosen), f"seed{seed}")
+            run_dir = os.path.join(out, label, _tag(chosen), f"seed{seed}")
             summaries.append(_ensure_run(config_for(chosen, seed), run_dir, shifts, verbose))
-        row = {"settings": {**fixed, **chosen}, "selection": selection, "seeds": list(seeds), "runs": []}
+        row = {"method": method, "settings": {**fixed, **chosen}, "selection": selection, "seeds": list(seeds), "runs": []}
         for summary in summaries:
             row["runs"].append(summary["run"])
         for kind in ("raw", "temperature"):
@@ -837,7 +862,7 @@ def run_comparison(
                     for key in summaries[0]["results"]["clean"][kind]
                 }
         row["temperature"] = _mean_std(summaries, ("temperature",))
-        rows[method] = row
+        rows[label] = row
     summary = {
         "dataset": base.dataset,
         "epochs": base.epochs,

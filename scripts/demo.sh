@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
-# The main job on the embedded data (mnist5k, offline): train a vanilla and a
-# label-smoothing model, evaluate both on clean and corrupted test data (raw
-# and temperature-scaled), print the calibration tables and write reliability
-# diagrams. Sets up .venv first if needed.
-# Environment: EPOCHS (default 20), SEED (0), OUT (runs/demo).
+# The main job on the embedded data (mnist5k, offline), end to end:
+#   1. train vanilla, uniform label smoothing and AR-AdaLS (same backbone, data, epochs);
+#   2. evaluate each on the clean test split and 45 corrupted copies, raw and
+#      temperature-scaled, and print the comparison;
+#   3. the calibration-by-robustness diagnostic of the vanilla model;
+#   4. export AR-AdaLS as a calibrated SavedModel and query it like TF Serving.
+# Sets up .venv first if needed. Environment: EPOCHS (20), SEED (0), OUT (runs/demo).
+# AR-AdaLS's alpha / eps_cap and label smoothing's eps are the values the
+# comparison study chose on the validation split (README, Results).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/setup_env.sh
@@ -11,15 +15,37 @@ epochs="${EPOCHS:-20}"
 seed="${SEED:-0}"
 out="${OUT:-runs/demo}"
 plots="$out/plots"
-for method in vanilla label-smoothing; do
-  echo "=== train $method (mnist5k, $epochs epochs, seed $seed)"
-  aradals-tf train --dataset mnist5k --method "$method" --epochs "$epochs" --seed "$seed" \
-    --out "$out/$method" --overwrite
-  echo "=== evaluate $method"
-  aradals-tf evaluate --run "$out/$method" --shift all --plots "$plots"
-done
+start=$SECONDS
+
+train() {  # name, then extra train options
+  local name="$1"; shift
+  echo; echo "=== train $name (mnist5k, $epochs epochs, seed $seed)"
+  aradals-tf train --dataset mnist5k --epochs "$epochs" --seed "$seed" --out "$out/$name" --overwrite "$@"
+  echo; echo "=== evaluate $name"
+  aradals-tf evaluate --run "$out/$name" --shift all --plots "$plots"
+}
+
+train vanilla --method vanilla
+train label-smoothing --method label-smoothing --label-smoothing LS_EPS
+train ar-adals --method ar-adals --alpha ALPHA --eps-cap EPS_CAP
+
+echo; echo "=== comparison (test split; 'shift mean' = 9 corruptions x severities 1-5)"
+aradals-tf compare "$out/vanilla" "$out/label-smoothing" "$out/ar-adals"
+
+echo; echo "=== calibration by adversarial robustness (vanilla model, test split)"
+aradals-tf robustness --run "$out/vanilla" --plot "$plots/vanilla_robustness.png"
+
+echo; echo "=== export AR-AdaLS for TF Serving and query it"
+rm -rf "$out/saved_models"
+aradals-tf export --run "$out/ar-adals" --calibration temperature --base-dir "$out/saved_models" --name ar-adals
+python -c "
+import numpy as np
+from aradals_tf import data
+images, _ = data.load_arrays('mnist5k', 'test', seed=$seed)
+np.save('$out/three_test_digits.npy', images[:3])
+"
+aradals-tf predict --saved-model "$out/saved_models/ar-adals" --input "$out/three_test_digits.npy"
+aradals-tf predict --saved-model "$out/saved_models/ar-adals" --input "$out/three_test_digits.npy" --signature robustness
+
 echo
-echo "=== comparison (test split; 'shift mean' = all corruptions x severities 1-5)"
-aradals-tf compare "$out/vanilla" "$out/label-smoothing"
-echo
-echo "Reliability diagrams: $plots"
+echo "Done in $(( (SECONDS - start) / 60 )) min $(( (SECONDS - start) % 60 )) s. Plots: $plots; SavedModel: $out/saved_models/ar-adals/1"

@@ -1,0 +1,67 @@
+"""The method comparison: selection on validation only, aggregation, resume."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from aradals_tf import experiments
+
+
+def test_comparison_selects_on_validation_aggregates_and_resumes(tmp_path, monkeypatch):
+    out = str(tmp_path / "study")
+    base = experiments.TrainConfig(dataset="digits", epochs=2).validate()
+    methods = experiments.parse_methods("vanilla,ls=label-smoothing")
+    summary = experiments.run_comparison(
+        out, base, methods, seeds=[0, 1], grids={"ls": {"label_smoothing": [0.0, 0.4]}},
+        shifts=("contrast:2",), verbose=0,
+    )
+    ls = summary["methods"]["ls"]
+    # The chosen candidate is the one with the lowest validation ECE...
+    best = min(ls["selection"], key=lambda item: item["validation_ece"])
+    assert ls["settings"]["label_smoothing"] == best["settings"]["label_smoothing"]
+    for item in ls["selection"]:
+        tag = f"label_smoothing{item['settings']['label_smoothing']}"
+        saved = json.load(open(os.path.join(out, "ls", tag, "seed0", "metrics.json")))
+        assert item["validation_ece"] == pytest.approx(saved["validation"]["raw"]["ece"])
+    # ...and the table is the mean over the seeds' test metrics.
+    runs = [json.load(open(os.path.join(run, "metrics.json"))) for run in summary["methods"]["vanilla"]["runs"]]
+    assert len(runs) == 2
+    mean, std = summary["methods"]["vanilla"]["clean_raw"]["ece"]
+    values = [r["results"]["clean"]["raw"]["ece"] for r in runs]
+    assert mean == pytest.approx(np.mean(values)) and std == pytest.approx(np.std(values))
+    assert "shift_mean_temperature" in summary["methods"]["vanilla"]
+    assert os.path.getsize(os.path.join(out, "comparison.png")) > 5_000
+    assert "Chosen settings" in experiments.format_comparison(summary)
+    # Run again: everything is reused, nothing is trained or evaluated.
+    monkeypatch.setattr(experiments, "train_run", lambda *a, **k: pytest.fail("retrained"))
+    monkeypatch.setattr(experiments, "evaluate_run", lambda *a, **k: pytest.fail("re-evaluated"))
+    again = experiments.run_comparison(
+        out, base, methods, seeds=[0, 1], grids={"ls": {"label_smoothing": [0.0, 0.4]}},
+        shifts=("contrast:2",), verbose=0,
+    )
+    assert again["methods"]["vanilla"]["clean_raw"] == summary["methods"]["vanilla"]["clean_raw"]
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("vanilla,dropout", "Unknown method"),
+        ("a=vanilla,a=ar-adals", "distinct"),
+        ("a b=vanilla", "letters"),
+    ],
+)
+def test_parse_methods_errors(text, message):
+    with pytest.raises(ValueError, match=message):
+        experiments.parse_methods(text)
+
+
+def test_parse_override():
+    assert experiments.parse_override("ar-adals.alpha=0.25,1") == ("ar-adals", "alpha", [0.25, 1.0])
+    assert experiments.parse_override("epochs=5") == (None, "epochs", [5])
+    assert experiments.parse_override("x.ensemble-mode=independent", labels=("x",)) == ("x", "ensemble_mode", ["independent"])
+    with pytest.raises(ValueError, match="Unknown setting"):
+        experiments.parse_override("ar-adals.alpah=1")
+    with pytest.raises(ValueError, match="as int"):
+        experiments.parse_override("epochs=ten")
