@@ -198,8 +198,11 @@ class SoftTargetModel(keras.Model):
         return [logits], logits
 
     def soft_targets(self, x, labels):
-        """Returns `(training inputs, [n, K] targets, labels for metrics)`."""
-        raise NotImplementedError(f"{type(self).__name__} must implement soft_targets")
+        """Returns `(training inputs, [n, K] targets, labels for metrics)`.
+
+        Subclasses define their method here; the base trains on hard labels.
+        """
+        return x, tf.one_hot(labels, self.num_classes), labels
 
     def train_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
