@@ -780,6 +780,31 @@ def _mean_std(summaries, path):
     return float(np.mean(values)), float(np.std(values))
 
 
+def _by_corruption(summaries):
+    """Raw ECE and accuracy per corruption type: mean over severities, then
+    mean and std over the runs."""
+    names = sorted(
+        {key.partition(":")[0] for key in summaries[0]["results"] if key != "clean"},
+        key=lambda name: corruptions.CORRUPTIONS.index(name),
+    )
+    table = {}
+    for name in names:
+        table[name] = {}
+        for metric in ("ece", "accuracy"):
+            per_run = [
+                np.mean(
+                    [
+                        summary["results"][key]["raw"][metric]
+                        for key in summary["results"]
+                        if key.partition(":")[0] == name
+                    ]
+                )
+                for summary in summaries
+            ]
+            table[name][metric] = (float(np.mean(per_run)), float(np.std(per_run)))
+    return table
+
+
 def run_comparison(
     out,
     base,
@@ -862,6 +887,7 @@ def run_comparison(
                     for key in summaries[0]["results"]["clean"][kind]
                 }
         row["temperature"] = _mean_std(summaries, ("temperature",))
+        row["by_corruption"] = _by_corruption(summaries)
         rows[label] = row
     summary = {
         "dataset": base.dataset,
@@ -899,4 +925,17 @@ def format_comparison(summary):
     line = lambda r: "  ".join(c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))  # noqa: E731
     lines = [line(header), line(["-" * w for w in widths])] + [line(r) for r in body]
     settings = [f"{m}: {', '.join(f'{k}={v}' for k, v in row['settings'].items()) or 'defaults'}" for m, row in summary["methods"].items()]
-    return "\n".join(lines + ["", "Chosen settings (validation ECE):"] + ["  " + s for s in settings])
+    lines += ["", "Chosen settings (validation ECE):"] + ["  " + s for s in settings]
+    methods = list(summary["methods"])
+    names = list(summary["methods"][methods[0]].get("by_corruption", {}))
+    if names:
+        lines += ["", "Raw ECE % by corruption (mean over severities 1-5, then over seeds):"]
+        width = max(len(n) for n in names)
+        lines.append(" " * width + "  " + "  ".join(m.rjust(max(len(m), 6)) for m in methods))
+        for name in names:
+            cells = [
+                f"{100 * summary['methods'][m]['by_corruption'][name]['ece'][0]:.2f}".rjust(max(len(m), 6))
+                for m in methods
+            ]
+            lines.append(name.ljust(width) + "  " + "  ".join(cells))
+    return "\n".join(lines)
