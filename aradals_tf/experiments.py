@@ -315,6 +315,9 @@ def train_run(config, out, overwrite=False, verbose="auto", extra_callbacks=()):
     )
     with atomic.atomic_directory(out, overwrite=overwrite) as partial:
         if not sequential:
+            # Seed everything before the data pipeline too: a run must not
+            # depend on what ran before it in this process.
+            keras.utils.set_random_seed(config.seed)
             train, validation = _datasets(config)
             with strategy.scope():
                 model = build_model(config)
@@ -337,6 +340,7 @@ def train_run(config, out, overwrite=False, verbose="auto", extra_callbacks=()):
                     continue
                 seed = _member_seed(config, member)
                 print(f"Member {member + 1}/{config.ensemble_size} (seed {seed}):")
+                keras.utils.set_random_seed(seed)
                 train, validation = _datasets(config, shuffle_seed=seed)
                 with strategy.scope():
                     model = build_model(config, init_seed=seed)

@@ -9,6 +9,7 @@ import matplotlib
 matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 
 from aradals_tf import atomic  # noqa: E402
@@ -173,6 +174,7 @@ def eps_per_stratum(records, path, title=None):
             color=color,
             label=label,
         )
+    axis.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     axis.set_xlabel("epoch")
     axis.set_ylabel("label smoothing eps")
     axis.set_title(title or "AR-AdaLS: smoothing per robustness stratum")

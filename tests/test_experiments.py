@@ -65,3 +65,13 @@ def test_parse_override():
         experiments.parse_override("ar-adals.alpah=1")
     with pytest.raises(ValueError, match="as int"):
         experiments.parse_override("epochs=ten")
+
+
+def test_a_run_does_not_depend_on_what_ran_before(tmp_path):
+    """Same config -> same model, whatever ran earlier in the process (the
+    data pipeline's shuffle must be seeded by the run, not by history)."""
+    config = experiments.TrainConfig(dataset="digits", method="vanilla", epochs=2, seed=0)
+    first = experiments.train_run(config, str(tmp_path / "a"), verbose=0)
+    experiments.train_run(experiments.TrainConfig(dataset="digits", epochs=1, seed=7), str(tmp_path / "b"), verbose=0)
+    again = experiments.train_run(config, str(tmp_path / "c"), verbose=0)
+    assert first["loss"] == again["loss"]
