@@ -425,6 +425,13 @@ def _split(config, split):
     return data.load_dataset(config.dataset, split, config.seed, data_dir=config.data_dir)
 
 
+def _shifted(dataset, shift):
+    if not shift:
+        return dataset
+    name, severity = corruptions.parse_shift(shift)
+    return corruptions.corrupt_dataset(dataset, name, severity, seed=CORRUPTION_SEED)
+
+
 def shift_names(specs):
     """Expands `--shift` values ("all" or "name:severity") into a list."""
     names = []
@@ -494,11 +501,7 @@ def evaluate_run(run_dir, shifts=(), split="test", num_bins=15, plots_dir=None, 
         if verbose:
             print(f"{len(shift_list)} shifted copies of the {split} split:")
         for index, spec in enumerate(shift_list):
-            name, severity = corruptions.parse_shift(spec)
-            shifted = corruptions.corrupt_dataset(
-                evaluated, name, severity, seed=CORRUPTION_SEED
-            )
-            logits, labels = predict_logits(model, shifted)
+            logits, labels = predict_logits(model, _shifted(evaluated, spec))
             results[spec] = _metrics_pair(labels, logits, fitted, num_bins)
             if progress:
                 progress.update(index + 1)
@@ -581,13 +584,6 @@ def summary_rows(summary, include_each_shift=True):
 
 def _kind_label(kind, summary):
     return "none" if kind == "raw" else f"TS (T={summary['temperature']:.2f})"
-
-
-def _shifted(dataset, shift):
-    if not shift:
-        return dataset
-    name, severity = corruptions.parse_shift(shift)
-    return corruptions.corrupt_dataset(dataset, name, severity, seed=CORRUPTION_SEED)
 
 
 def robustness_run(

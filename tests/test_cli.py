@@ -120,6 +120,17 @@ def test_bad_input_is_one_line_error(args, message, trained_run, capsys):
     assert len(error_lines) == 1 and message in error_lines[0]
 
 
+def test_train_an_ensemble_with_progress_per_member(tmp_path, capsys):
+    out = str(tmp_path / "ensemble")
+    code, stdout, err = run_main(
+        ["train", "--dataset", "digits", "--epochs", "1", "--ensemble-size", "2", "--out", out], capsys
+    )
+    assert code == 0, err
+    assert "Member 1/2" in stdout and "Member 2/2" in stdout
+    config, model = experiments.load_run(out)
+    assert config.ensemble_size == 2 and type(model).__name__ == "LogitEnsemble"
+
+
 def test_existing_out_needs_overwrite(trained_run, capsys):
     code, _, err = run_main(
         ["train", "--dataset", "digits", "--epochs", "1", "--out", trained_run], capsys
