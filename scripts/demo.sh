@@ -27,7 +27,7 @@ train() {  # name, then extra train options
 
 train vanilla --method vanilla
 train label-smoothing --method label-smoothing --label-smoothing 0.01
-train ar-adals --method ar-adals --alpha 0.25 --eps-cap 0.1
+train ar-adals --method ar-adals --alpha 1.0 --eps-cap 0.1
 
 echo; echo "=== comparison (test split; 'shift mean' = 9 corruptions x severities 1-5)"
 aradals-tf compare "$out/vanilla" "$out/label-smoothing" "$out/ar-adals"
