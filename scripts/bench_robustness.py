@@ -10,7 +10,7 @@ Measures, in one run on the same model and batch (examples per second):
   (c) the floor: T forward+backward passes of the same batch.
 Prints the ratios a/b and a/c, and how often (a) and (b) agree on the level.
 
-Usage: python scripts/bench_robustness.py [--epochs 5] [--examples 1000] [--steps 10] [--repeats 3]
+Usage: python scripts/bench_robustness.py [--epochs 5] [--examples 1000] [--steps 10] [--repeats 5]
 Only ratios measured in one run mean anything on a shared machine.
 """
 
