@@ -387,7 +387,7 @@ def test_validation_data_forms_agree(vanilla, digits):
 
 
 def test_exports_a_logit_ensemble(tmp_path, digits, vanilla, monkeypatch):
-    ensemble_lib = pytest.importorskip("aradals_tf.ensemble")
+    from aradals_tf import ensemble as ensemble_lib
     _, (xv, yv), x = digits
     keras.utils.set_random_seed(2)
     other = backbones.mlp((8, 8, 1), 10)
