@@ -931,10 +931,11 @@ def format_comparison(summary):
     if names:
         lines += ["", "Raw ECE % by corruption (mean over severities 1-5, then over seeds):"]
         width = max(len(n) for n in names)
-        lines.append(" " * width + "  " + "  ".join(m.rjust(max(len(m), 6)) for m in methods))
+        columns = {m: max(len(m), 6) for m in methods}
+        lines.append(" " * width + "  " + "  ".join(m.rjust(columns[m]) for m in methods))
         for name in names:
             cells = [
-                f"{100 * summary['methods'][m]['by_corruption'][name]['ece'][0]:.2f}".rjust(max(len(m), 6))
+                f"{100 * summary['methods'][m]['by_corruption'][name]['ece'][0]:.2f}".rjust(columns[m])
                 for m in methods
             ]
             lines.append(name.ljust(width) + "  " + "  ".join(cells))

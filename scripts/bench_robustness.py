@@ -80,12 +80,8 @@ def timed_once(function):
 
 def timed(function, repeats):
     function()  # warm-up: tracing
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        result = function()
-        times.append(time.perf_counter() - start)
-    return min(times), result
+    runs = [timed_once(function) for _ in range(repeats)]
+    return min(seconds for seconds, _ in runs), runs[-1][1]
 
 
 def main():
