@@ -81,6 +81,15 @@ def cli():
     "a vanilla epoch instead of 10x).",
 )
 @click.option("--attack-loss", type=click.Choice(["margin", "cross_entropy"]), default="margin", show_default=True, help="AR-AdaLS: loss each attack step ascends.")
+@click.option(
+    "--smoothing-data",
+    type=click.Choice(["clean", "clean+held-out"]),
+    default="clean",
+    show_default=True,
+    help="AR-AdaLS: data the eps update measures calibration on: the validation "
+    "split, or it plus a copy carrying the held-out corruptions (defocus blur, "
+    "fog; never in the test suite).",
+)
 @click.option("--strategy", type=click.Choice(STRATEGY_CHOICES), default="default", show_default=True, help="tf.distribute strategy.")
 @click.option("--ensemble-size", type=click.IntRange(min=1), default=1, show_default=True, help="Train M members (different seeds) averaged by a LogitEnsemble.")
 @click.option(
@@ -220,7 +229,15 @@ def _int_list(ctx, param, value):
 @click.option("--grid", "grids", multiple=True, metavar="METHOD.PARAM=V1,V2", help="Candidate values, chosen by validation ECE (repeatable).")
 @click.option("--set", "sets", multiple=True, metavar="[METHOD.]PARAM=VALUE", help="Fixed setting for one or all methods (repeatable).")
 @click.option("--shift", "shifts", multiple=True, default=("all",), show_default=True, metavar="all|NAME:SEVERITY")
-def compare(runs, out, dataset, methods, seeds, select_seeds, epochs, grids, sets, shifts):
+@click.option(
+    "--select-on",
+    type=click.Choice(["validation", "validation+held-out"]),
+    default="validation",
+    show_default=True,
+    help="Selection score: validation ECE, or its mean with the validation "
+    "ECE under the held-out corruptions (types the test suite never uses).",
+)
+def compare(runs, out, dataset, methods, seeds, select_seeds, epochs, grids, sets, shifts, select_on):
     """Compare methods, or tabulate evaluated runs.
 
     With --out: for each method, pick hyper-parameters from its --grid by
@@ -275,6 +292,7 @@ def compare(runs, out, dataset, methods, seeds, select_seeds, epochs, grids, set
         overrides=override_map,
         select_seeds=_int_list(None, None, select_seeds) if select_seeds else None,
         shifts=shifts,
+        select_on=select_on,
     )
     click.echo()
     click.echo(f"{dataset}, {epochs} epochs, test split, mean ± std over seeds {seeds}; 15-bin ECE:")

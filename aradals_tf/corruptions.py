@@ -54,6 +54,16 @@ Definitions (per image, after Hendrycks' code):
 - `jpeg_compression`: JPEG encode/decode at quality `c` of the image
   quantised to uint8 (`tf.image.adjust_jpeg_quality`).
 
+Held-out types (`HELD_OUT_CORRUPTIONS`, never in a test suite; for the
+validation split only):
+
+- `defocus_blur`: correlation with Hendrycks' anti-aliased disk kernel
+  (radius `c[0]` pixels, alias blur `c[1]`), reflect-101 borders as
+  `cv2.filter2D`. The radius is not rescaled to the image size.
+- `fog`: `clip((x + c[0] * P) * m / (m + c[0]))`, `m` the image's maximum and
+  `P` a diamond-square plasma fractal in [0, 1] (wibble decay `c[1]`) on the
+  next power-of-two grid, cropped to the image, one per image.
+
 Randomness is stateless: the noise is a function of `seed`, the index of the
 corruption name in `CORRUPTIONS` and the severity (and, in
 `corrupt_dataset`, of the element index), so results are reproducible.
@@ -75,6 +85,19 @@ CORRUPTIONS = (
     "jpeg_compression",
 )
 
+# Held out of every test suite: used only on the validation split (model
+# selection, shift-aware smoothing updates), so that choices informed by
+# shifted data never see a corruption type they are evaluated on. One per
+# family that the test suite's types leave free, as CIFAR-10-C holds out
+# speckle noise, gaussian blur, spatter and saturate (two of which are test
+# types here, and saturate is the identity on grayscale images).
+HELD_OUT_CORRUPTIONS = (
+    "defocus_blur",
+    "fog",
+)
+
+ALL_CORRUPTIONS = CORRUPTIONS + HELD_OUT_CORRUPTIONS
+
 TABLES = ("cifar10c", "imagenet_c")
 
 # Severity constants, severities 1..5, copied from Hendrycks' generators in
@@ -92,6 +115,8 @@ _CONSTANTS = {
         "contrast": (0.75, 0.5, 0.4, 0.3, 0.15),
         "pixelate": (0.95, 0.9, 0.85, 0.75, 0.65),
         "jpeg_compression": (80, 65, 58, 50, 40),
+        "defocus_blur": ((0.3, 0.4), (0.4, 0.5), (0.5, 0.6), (1, 0.2), (1.5, 0.1)),
+        "fog": ((0.2, 3), (0.5, 3), (0.75, 2.5), (1, 2), (1.5, 1.75)),
     },
     "imagenet_c": {
         "gaussian_noise": (0.08, 0.12, 0.18, 0.26, 0.38),
@@ -103,6 +128,8 @@ _CONSTANTS = {
         "contrast": (0.4, 0.3, 0.2, 0.1, 0.05),
         "pixelate": (0.6, 0.5, 0.4, 0.3, 0.25),
         "jpeg_compression": (25, 18, 15, 10, 7),
+        "defocus_blur": ((3, 0.1), (4, 0.5), (6, 0.5), (8, 0.5), (10, 0.5)),
+        "fog": ((1.5, 2), (2.0, 2), (2.5, 1.7), (2.5, 1.5), (3.0, 1.4)),
     },
 }
 
@@ -114,9 +141,9 @@ _REFERENCE_SIZE = {"cifar10c": 32, "imagenet_c": 224}
 
 
 def _check_name(name):
-    if not isinstance(name, str) or name not in CORRUPTIONS:
+    if not isinstance(name, str) or name not in ALL_CORRUPTIONS:
         raise ValueError(
-            f"Unknown corruption {name!r}; use one of: {', '.join(CORRUPTIONS)}."
+            f"Unknown corruption {name!r}; use one of: {', '.join(ALL_CORRUPTIONS)}."
         )
 
 
@@ -182,7 +209,7 @@ def _base_key(seed, index):
 
 def _corruption_key(base_key, name, severity):
     """Mixes the corruption name index and the severity into `base_key`."""
-    key = tf.random.experimental.stateless_fold_in(base_key, CORRUPTIONS.index(name))
+    key = tf.random.experimental.stateless_fold_in(base_key, ALL_CORRUPTIONS.index(name))
     return tf.random.experimental.stateless_fold_in(key, severity)
 
 
@@ -312,6 +339,90 @@ def _jpeg_compression(x, c, key, table):
     return tf.cast(out, tf.float32) / 255.0
 
 
+def _disk_kernel(radius, alias_blur):
+    """Hendrycks' `disk`: an aliased disk of `radius` pixels, normalised, then
+    smoothed by OpenCV's Gaussian (3x3, or 5x5 for radii above 8) of sigma
+    `alias_blur`; cropped to its support, where the rest of Hendrycks'
+    17x17 (or larger) grid is zero."""
+    blur_half = 1 if radius <= 8 else 2
+    half = int(radius) + blur_half
+    t = tf.range(-half - blur_half, half + blur_half + 1, dtype=tf.float64)
+    disk = tf.cast(t[:, None] ** 2 + t[None, :] ** 2 <= radius**2, tf.float64)
+    disk = disk / tf.reduce_sum(disk)
+    offsets = tf.range(-blur_half, blur_half + 1, dtype=tf.float64)
+    g = tf.exp(-tf.square(offsets) / (2.0 * alias_blur**2))
+    g = g / tf.reduce_sum(g)
+    # The disk sits `blur_half` pixels inside the padded grid, so OpenCV's
+    # border (reflect-101) never meets a non-zero value: a VALID pass is exact.
+    smoothed = tf.nn.conv2d(
+        disk[None, :, :, None], (g[:, None] * g[None, :])[:, :, None, None], 1, "VALID"
+    )
+    return tf.cast(smoothed[0, :, :, 0], tf.float32)
+
+
+def _defocus_blur(x, c, key, table):
+    # The kernel keeps the table's pixel radius (not rescaled to the image
+    # size): rescaled sub-pixel radii make the disk degenerate and the
+    # severities non-monotone.
+    kernel = _disk_kernel(*c)
+    half = kernel.shape[0] // 2
+    shape = tf.shape(x)
+    n, h, w, ch = shape[0], shape[1], shape[2], shape[3]
+    planes = tf.reshape(tf.transpose(x, [0, 3, 1, 2]), [n * ch, h, w, 1])
+    # cv2.filter2D's default border is reflect-101, which is tf.pad's REFLECT.
+    planes = tf.pad(planes, [[0, 0], [half, half], [half, half], [0, 0]], mode="REFLECT")
+    planes = tf.nn.conv2d(planes, kernel[:, :, None, None], 1, "VALID")
+    out = tf.transpose(tf.reshape(planes, [n, ch, h, w]), [0, 2, 3, 1])
+    return _clip(out)
+
+
+def _plasma_fractal(key, count, mapsize, wibble_decay):
+    """`count` diamond-square height maps, `[count, mapsize, mapsize]` in [0, 1].
+
+    Hendrycks' `plasma_fractal` (periodic diamond-square, initial wibble 100,
+    divided by `wibble_decay` at each level), built level by level: at each
+    level the corner grid `C` gets its square centres `S` and its diamond
+    points (`T` between horizontal neighbours, `L` between vertical ones),
+    and the four are interleaved into a grid twice as fine.
+    """
+    grid = tf.zeros([count, 1, 1], tf.float64)
+    wibble = 100.0
+    level = 0
+    while grid.shape[1] < mapsize:
+        keys = tf.random.experimental.stateless_split(
+            tf.random.experimental.stateless_fold_in(key, level), 3
+        )
+
+        def wibbled_mean(total, k):
+            noise = tf.random.stateless_uniform(tf.shape(total), seed=k, minval=-1.0, maxval=1.0, dtype=tf.float64)
+            return total / 4.0 + wibble * wibble * noise
+
+        right = tf.roll(grid, -1, axis=2)
+        down = tf.roll(grid, -1, axis=1)
+        centres = wibbled_mean(grid + right + down + tf.roll(down, -1, axis=2), keys[0])
+        top = wibbled_mean(centres + tf.roll(centres, 1, axis=1) + grid + right, keys[1])
+        left = wibbled_mean(centres + tf.roll(centres, 1, axis=2) + grid + down, keys[2])
+        size = grid.shape[1]
+        even_rows = tf.reshape(tf.stack([grid, top], axis=-1), [count, size, 2 * size])
+        odd_rows = tf.reshape(tf.stack([left, centres], axis=-1), [count, size, 2 * size])
+        grid = tf.reshape(tf.stack([even_rows, odd_rows], axis=2), [count, 2 * size, 2 * size])
+        wibble /= wibble_decay
+        level += 1
+    grid = grid - tf.reduce_min(grid, axis=[1, 2], keepdims=True)
+    return grid / tf.reduce_max(grid, axis=[1, 2], keepdims=True)
+
+
+def _fog(x, c, key, table):
+    strength, wibble_decay = c
+    size = max(int(x.shape[1]), int(x.shape[2]))
+    mapsize = 1 << (size - 1).bit_length()  # next power of two, as 32 for 32 and 256 for 224
+    n = tf.shape(x)[0]
+    maps = _plasma_fractal(key, n, mapsize, wibble_decay)
+    fog = tf.cast(maps[:, : x.shape[1], : x.shape[2], None], tf.float32)
+    max_value = tf.reduce_max(x, axis=[1, 2, 3], keepdims=True)
+    return _clip((x + strength * fog) * max_value / (max_value + strength))
+
+
 _OPS = {
     "gaussian_noise": _gaussian_noise,
     "shot_noise": _shot_noise,
@@ -322,6 +433,8 @@ _OPS = {
     "contrast": _contrast,
     "pixelate": _pixelate,
     "jpeg_compression": _jpeg_compression,
+    "defocus_blur": _defocus_blur,
+    "fog": _fog,
 }
 
 

@@ -31,6 +31,8 @@ from aradals_tf.version import __version__
 METHODS = ("vanilla", "label-smoothing", "focal", "mixup", "ar-adals")
 STRATEGIES = ("default", "mirrored", "multiworker")
 ENSEMBLE_MODES = ("joint", "independent")
+SMOOTHING_DATA = ("clean", "clean+held-out")
+SELECTION_CRITERIA = ("validation", "validation+held-out")
 EVAL_BATCH_SIZE = 500
 # Seed of the corruption noise at evaluation time: fixed, so every run and
 # method is evaluated on the same corrupted images.
@@ -70,6 +72,11 @@ class TrainConfig:
         ensemble_mode: for ar-adals ensembles, `"joint"` (ensemble-aware:
             members side by side on the ensemble's strata and eps) or
             `"independent"` (each member adapts on its own, in sequence).
+        smoothing_data: what AR-AdaLS's eps update measures calibration on:
+            `"clean"` (the validation split) or `"clean+held-out"` (the
+            validation split plus a copy of it in which each example carries
+            one of the held-out corruptions, `HELD_OUT_CORRUPTIONS` x
+            severities 1-5 in turn: types never used for testing).
     """
 
     dataset: str = "mnist5k"
@@ -94,6 +101,7 @@ class TrainConfig:
     strategy: str = "default"
     ensemble_size: int = 1
     ensemble_mode: str = "joint"
+    smoothing_data: str = "clean"
 
     def validate(self):
         """Raises ValueError on a setting that cannot work; fills defaults."""
@@ -107,6 +115,7 @@ class TrainConfig:
             ("method", METHODS),
             ("strategy", STRATEGIES),
             ("ensemble_mode", ENSEMBLE_MODES),
+            ("smoothing_data", SMOOTHING_DATA),
         ):
             if getattr(self, name) not in valid:
                 raise ValueError(
@@ -160,6 +169,7 @@ class TrainConfig:
                 "eps_max",
                 "attack_steps",
                 "robustness_estimate",
+                "smoothing_data",
             ),
         }.get(self.method, ())
         if self.ensemble_size > 1:
@@ -180,6 +190,36 @@ def _datasets(config, shuffle_seed=None):
     )
     validation = validation.cache().batch(EVAL_BATCH_SIZE).prefetch(tf.data.AUTOTUNE)
     return train, validation
+
+
+def held_out_copy(dataset, seed=CORRUPTION_SEED):
+    """One corrupted copy of an unbatched `(image, label)` dataset in which
+    the examples take the held-out corruptions (`HELD_OUT_CORRUPTIONS` x
+    severities 1-5) in turn: shard `k` of the dataset gets combination `k`.
+    Every example appears once, so the copy is as large as the dataset."""
+    combinations = [
+        (name, severity)
+        for name in corruptions.HELD_OUT_CORRUPTIONS
+        for severity in range(1, 6)
+    ]
+    parts = [
+        corruptions.corrupt_dataset(dataset.shard(len(combinations), k), name, severity, seed=seed)
+        for k, (name, severity) in enumerate(combinations)
+    ]
+    copy = parts[0]
+    for part in parts[1:]:
+        copy = copy.concatenate(part)
+    return copy
+
+
+def _smoothing_data(config):
+    """The batched data AR-AdaLS's eps update is measured on."""
+    validation = data.load_dataset(config.dataset, "validation", config.seed, data_dir=config.data_dir)
+    if config.smoothing_data == "clean+held-out":
+        # A seed apart from the evaluation's, so that selection on held-out
+        # validation shifts does not score the very draws the update saw.
+        validation = validation.concatenate(held_out_copy(validation, seed=CORRUPTION_SEED + 1))
+    return validation.cache().batch(EVAL_BATCH_SIZE).prefetch(tf.data.AUTOTUNE)
 
 
 def make_strategy(name):
@@ -265,7 +305,9 @@ def _fit(config, model, train, validation, backup, verbose, extra_callbacks):
     callbacks = [keras.callbacks.BackupAndRestore(backup), *extra_callbacks]
     adaptive = None
     if config.method == "ar-adals":
-        adaptive = training.AdaptiveSmoothing(validation)
+        adaptive = training.AdaptiveSmoothing(
+            validation if config.smoothing_data == "clean" else _smoothing_data(config)
+        )
         callbacks.insert(0, adaptive)
     history = model.fit(
         train,
@@ -433,15 +475,17 @@ def _shifted(dataset, shift):
 
 
 def shift_names(specs):
-    """Expands `--shift` values ("all" or "name:severity") into a list."""
+    """Expands `--shift` values into a list of `"name:severity"`.
+
+    `"all"` is the test suite (`CORRUPTIONS` x severities 1-5); `"held-out"`
+    is `HELD_OUT_CORRUPTIONS` x severities 1-5, meant for the validation
+    split only.
+    """
     names = []
     for spec in specs:
-        if spec == "all":
-            names += [
-                f"{name}:{severity}"
-                for name in corruptions.CORRUPTIONS
-                for severity in range(1, 6)
-            ]
+        if spec in ("all", "held-out"):
+            types = corruptions.CORRUPTIONS if spec == "all" else corruptions.HELD_OUT_CORRUPTIONS
+            names += [f"{name}:{severity}" for name in types for severity in range(1, 6)]
         else:
             name, severity = corruptions.parse_shift(spec)
             names.append(f"{name}:{severity}")
@@ -770,6 +814,37 @@ def _ensure_run(config, run_dir, shifts, verbose):
     return evaluate_run(run_dir, shifts=shifts, verbose=0)
 
 
+def held_out_validation(run_dir, num_bins=15, verbose=0):
+    """A run's raw calibration on the validation split under the held-out
+    corruptions (`shift_names(["held-out"])`), for model selection.
+
+    Cached in `run_dir/held_out_validation.json` (a retrained run directory
+    is replaced whole, so the cache cannot outlive its model).
+
+    Returns:
+        `{"results": {shift: metrics}, "shift_mean": metrics}`, raw metrics
+        as `metrics.calibration_summary`.
+    """
+    path = os.path.join(run_dir, "held_out_validation.json")
+    if os.path.isfile(path):
+        return atomic.read_json(path)
+    config, model = load_run(run_dir)
+    validation = _split(config, "validation")
+    results = {}
+    for spec in shift_names(["held-out"]):
+        logits, labels = predict_logits(model, _shifted(validation, spec), verbose)
+        results[spec] = metrics.calibration_summary(labels, logits, num_bins)
+    summary = {
+        "results": results,
+        "shift_mean": {
+            key: float(np.mean([result[key] for result in results.values()]))
+            for key in next(iter(results.values()))
+        },
+    }
+    atomic.write_json(path, summary)
+    return summary
+
+
 def _mean_std(summaries, path):
     values = []
     for summary in summaries:
@@ -785,7 +860,7 @@ def _by_corruption(summaries):
     mean and std over the runs."""
     names = sorted(
         {key.partition(":")[0] for key in summaries[0]["results"] if key != "clean"},
-        key=lambda name: corruptions.CORRUPTIONS.index(name),
+        key=lambda name: corruptions.ALL_CORRUPTIONS.index(name),
     )
     table = {}
     for name in names:
@@ -814,14 +889,19 @@ def run_comparison(
     overrides=None,
     select_seeds=None,
     shifts=("all",),
+    select_on="validation",
     verbose=1,
 ):
     """The method comparison: select hyper-parameters on validation, then test.
 
     For each method, every combination in its grid is trained on
     `select_seeds` and evaluated on the validation split; the combination
-    with the lowest mean validation ECE (raw, 15 bins) is then trained with
-    every seed and evaluated on the test split, clean and shifted. Runs live
+    with the lowest selection score is then trained with every seed and
+    evaluated on the test split, clean and shifted. The score is the mean
+    validation ECE (raw, 15 bins) with `select_on="validation"`; with
+    `"validation+held-out"` it is the mean of that and of the validation
+    split's ECE under the held-out corruptions (types that no test suite
+    contains, averaged over severities 1-5). Runs live
     in `out/<method>/<settings>/seed<s>` and are reused when their config
     matches, so an interrupted comparison resumes where it stopped.
 
@@ -834,12 +914,20 @@ def run_comparison(
         overrides: `{method or None: {param: value}}` fixed settings.
         select_seeds: seeds used for selection (default: the first seed).
         shifts: `--shift` values for the final evaluation.
+        select_on: `"validation"` or `"validation+held-out"`.
         verbose: print progress.
 
     Returns:
         The summary written to `out/comparison.json`.
     """
     import itertools
+
+    if select_on not in SELECTION_CRITERIA:
+        raise ValueError(
+            f"Unknown selection criterion {select_on!r}; use one of: {', '.join(SELECTION_CRITERIA)}."
+        )
+    if "held-out" in shifts:
+        raise ValueError("The held-out corruptions are for validation only; evaluate the test split on 'all' or named shifts.")
 
     grids = grids or {}
     overrides = overrides or {}
@@ -860,15 +948,23 @@ def run_comparison(
         selection = []
         if len(candidates) > 1:
             for settings in candidates:
-                scores = []
+                clean, held_out = [], []
                 for seed in select_seeds:
                     run_dir = os.path.join(out, label, _tag(settings), f"seed{seed}")
                     summary = _ensure_run(config_for(settings, seed), run_dir, (), verbose)
-                    scores.append(summary["validation"]["raw"]["ece"])
-                selection.append({"settings": settings, "validation_ece": float(np.mean(scores))})
+                    clean.append(summary["validation"]["raw"]["ece"])
+                    if select_on == "validation+held-out":
+                        held_out.append(held_out_validation(run_dir)["shift_mean"]["ece"])
+                entry = {"settings": settings, "validation_ece": float(np.mean(clean))}
+                entry["score"] = entry["validation_ece"]
+                if held_out:
+                    entry["held_out_validation_ece"] = float(np.mean(held_out))
+                    entry["score"] = (entry["validation_ece"] + entry["held_out_validation_ece"]) / 2
+                selection.append(entry)
                 if verbose:
-                    print(f"{label} {_tag(settings)}: validation ECE {100 * np.mean(scores):.2f} %")
-            chosen = min(selection, key=lambda item: item["validation_ece"])["settings"]
+                    extra = f", held-out shifts {100 * entry['held_out_validation_ece']:.2f} %" if held_out else ""
+                    print(f"{label} {_tag(settings)}: validation ECE {100 * entry['validation_ece']:.2f} %{extra}")
+            chosen = min(selection, key=lambda item: item["score"])["settings"]
         else:
             chosen = candidates[0]
         summaries = []
@@ -894,6 +990,7 @@ def run_comparison(
         "epochs": base.epochs,
         "seeds": list(seeds),
         "select_seeds": select_seeds,
+        "select_on": select_on,
         "shifts": list(shifts),
         "methods": rows,
     }
@@ -925,7 +1022,11 @@ def format_comparison(summary):
     line = lambda r: "  ".join(c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))  # noqa: E731
     lines = [line(header), line(["-" * w for w in widths])] + [line(r) for r in body]
     settings = [f"{m}: {', '.join(f'{k}={v}' for k, v in row['settings'].items()) or 'defaults'}" for m, row in summary["methods"].items()]
-    lines += ["", "Chosen settings (validation ECE):"] + ["  " + s for s in settings]
+    criterion = {
+        "validation": "validation ECE",
+        "validation+held-out": "mean of clean and held-out-shift validation ECE",
+    }[summary.get("select_on", "validation")]
+    lines += ["", f"Chosen settings ({criterion}):"] + ["  " + s for s in settings]
     methods = list(summary["methods"])
     names = list(summary["methods"][methods[0]].get("by_corruption", {}))
     if names:

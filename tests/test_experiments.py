@@ -75,3 +75,97 @@ def test_a_run_does_not_depend_on_what_ran_before(tmp_path):
     experiments.train_run(experiments.TrainConfig(dataset="digits", epochs=1, seed=7), str(tmp_path / "b"), verbose=0)
     again = experiments.train_run(config, str(tmp_path / "c"), verbose=0)
     assert first["loss"] == again["loss"]
+
+
+def test_held_out_shifts_are_disjoint_from_the_test_suite():
+    from aradals_tf import corruptions
+
+    held_out = experiments.shift_names(["held-out"])
+    assert held_out == [f"{n}:{s}" for n in corruptions.HELD_OUT_CORRUPTIONS for s in range(1, 6)]
+    test_types = {spec.partition(":")[0] for spec in experiments.shift_names(["all"])}
+    assert test_types == set(corruptions.CORRUPTIONS)
+    assert not test_types & {spec.partition(":")[0] for spec in held_out}
+
+
+def test_held_out_copy_corrupts_each_example_once():
+    import tensorflow as tf
+    from sklearn.datasets import load_digits
+
+    from aradals_tf import corruptions
+
+    digits = load_digits()
+    images = (digits.images[:40] / 16.0).reshape(-1, 8, 8, 1).astype(np.float32)
+    labels = digits.target[:40].astype(np.int32)
+    dataset = tf.data.Dataset.from_tensor_slices((images, labels))
+    copy = list(experiments.held_out_copy(dataset, seed=5).as_numpy_iterator())
+    assert len(copy) == 40
+    # Shard k (examples k, k + 10, ...) carries combination k: defocus blur
+    # severities 1-5, then fog 1-5, in that order.
+    combinations = [(n, s) for n in corruptions.HELD_OUT_CORRUPTIONS for s in range(1, 6)]
+    position = 0
+    for k, (name, severity) in enumerate(combinations):
+        for index in range(k, 40, len(combinations)):
+            image, label = copy[position]
+            position += 1
+            assert label == labels[index]
+            if name == "defocus_blur":  # deterministic: equals the plain op
+                want = corruptions.corrupt(images[index], name, severity).numpy()
+                np.testing.assert_allclose(image, want, atol=1e-6)
+            else:
+                assert np.mean(np.abs(image - images[index])) > 0.01
+    again = list(experiments.held_out_copy(dataset, seed=5).as_numpy_iterator())
+    np.testing.assert_array_equal(np.stack([a for a, _ in again]), np.stack([a for a, _ in copy]))
+
+
+def test_shift_aware_smoothing_updates_on_clean_plus_held_out_data(tmp_path, monkeypatch):
+    from aradals_tf import training
+
+    seen = []
+    real = training.stratum_statistics
+
+    def spy(model, dataset):
+        seen.append(sum(int(batch[1].shape[0]) for batch in dataset))
+        return real(model, dataset)
+
+    monkeypatch.setattr(training, "stratum_statistics", spy)
+    config = experiments.TrainConfig(
+        dataset="digits", method="ar-adals", epochs=1, robustness_estimate="first_order",
+        smoothing_data="clean+held-out",
+    ).validate()
+    experiments.train_run(config, str(tmp_path / "run"), verbose=0)
+    validation = experiments._split(config, "validation")
+    assert seen == [2 * int(validation.cardinality())]
+    with pytest.raises(ValueError, match="smoothing_data"):
+        experiments.TrainConfig(dataset="digits", smoothing_data="test").validate()
+
+
+def test_selection_on_validation_plus_held_out_shifts(tmp_path):
+    from aradals_tf import corruptions, metrics
+
+    out = str(tmp_path / "study")
+    base = experiments.TrainConfig(dataset="digits", epochs=2).validate()
+    methods = experiments.parse_methods("ls=label-smoothing")
+    with pytest.raises(ValueError, match="validation only"):
+        experiments.run_comparison(out, base, methods, seeds=[0], shifts=("held-out",), verbose=0)
+    with pytest.raises(ValueError, match="selection criterion"):
+        experiments.run_comparison(out, base, methods, seeds=[0], select_on="test", verbose=0)
+    summary = experiments.run_comparison(
+        out, base, methods, seeds=[0], grids={"ls": {"label_smoothing": [0.0, 0.4]}},
+        shifts=(), select_on="validation+held-out", verbose=0,
+    )
+    row = summary["methods"]["ls"]
+    for item in row["selection"]:
+        run_dir = os.path.join(out, "ls", f"label_smoothing{item['settings']['label_smoothing']}", "seed0")
+        config, model = experiments.load_run(run_dir)
+        validation = experiments._split(config, "validation")
+        eces = []
+        for name in corruptions.HELD_OUT_CORRUPTIONS:
+            for severity in range(1, 6):
+                shifted = corruptions.corrupt_dataset(validation, name, severity, seed=experiments.CORRUPTION_SEED)
+                logits, labels = experiments.predict_logits(model, shifted)
+                eces.append(metrics.expected_calibration_error(labels, logits, 15, from_logits=True))
+        assert item["held_out_validation_ece"] == pytest.approx(np.mean(eces), abs=1e-6)
+        assert item["score"] == pytest.approx((item["validation_ece"] + np.mean(eces)) / 2, abs=1e-6)
+    best = min(row["selection"], key=lambda item: item["score"])
+    assert row["settings"]["label_smoothing"] == best["settings"]["label_smoothing"]
+    assert "held-out-shift validation ECE" in experiments.format_comparison(summary)
