@@ -19,6 +19,7 @@ _PUBLIC = {
     "corrupt": "corruptions",
     "corrupt_dataset": "corruptions",
     "CORRUPTIONS": "corruptions",
+    "HELD_OUT_CORRUPTIONS": "corruptions",
     "build_backbone": "backbones",
     "expected_calibration_error": "metrics",
     "adaptive_calibration_error": "metrics",

@@ -107,7 +107,9 @@ def test_robustness_command_prints_and_writes_table(trained_run, tmp_path, capsy
         (["compare", "does/not/exist"], "metrics.json"),
         (["robustness", "--run", "RUN", "--eps-max", "0"], "eps-max"),
         (["robustness", "--run", "RUN", "--steps", "0"], "steps"),
-        (["robustness", "--run", "RUN", "--shift", "fog:2"], "use one of"),
+        (["robustness", "--run", "RUN", "--shift", "frost:2"], "use one of"),
+        (["train", "--smoothing-data", "test", "--out", "x"], "clean+held-out"),
+        (["compare", "--out", "x", "--select-on", "test"], "validation+held-out"),
     ],
 )
 def test_bad_input_is_one_line_error(args, message, trained_run, capsys):
@@ -161,6 +163,13 @@ def test_console_script_help_for_every_command():
 
 def test_cli_choices_match_the_library():
     assert set(cli.METHOD_CHOICES) == set(experiments.METHODS)
+
+    def choices(command, name):
+        (option,) = [p for p in command.params if p.name == name]
+        return set(option.type.choices)
+
+    assert choices(cli.train, "smoothing_data") == set(experiments.SMOOTHING_DATA)
+    assert choices(cli.compare, "select_on") == set(experiments.SELECTION_CRITERIA)
     from aradals_tf import data
 
     assert set(cli.EMBEDDED_DATASETS + cli.TFDS_DATASETS) | {"cifar10_corrupted"} == set(data.dataset_names())
