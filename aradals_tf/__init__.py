@@ -18,6 +18,7 @@ _PUBLIC = {
     "dataset_info": "data",
     "corrupt": "corruptions",
     "corrupt_dataset": "corruptions",
+    "held_out_copy": "corruptions",
     "CORRUPTIONS": "corruptions",
     "HELD_OUT_CORRUPTIONS": "corruptions",
     "build_backbone": "backbones",

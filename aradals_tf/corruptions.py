@@ -577,3 +577,39 @@ def corrupt_dataset(dataset, name, severity, *, seed=0, table="cifar10c"):
     return dataset.enumerate().map(
         apply, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
     )
+
+
+def held_out_copy(dataset, *, seed=0, table="cifar10c"):
+    """One corrupted copy of a dataset, cycling through the held-out corruptions.
+
+    The examples take `HELD_OUT_CORRUPTIONS` x severities 1-5 in turn: with
+    `k` combinations, shard `i` (examples `i, i + k, ...`) gets combination
+    `i`, and the shards follow each other. Every example appears once, so the
+    copy is as large as the dataset. Meant for validation data only, e.g. the
+    data `AdaptiveSmoothing` measures calibration on.
+
+    Args:
+        dataset: unbatched dataset of `(image, label)` pairs (or of images).
+        seed: integer seed of the random corruptions.
+        table: constants table, `"cifar10c"` (default) or `"imagenet_c"`.
+
+    Returns:
+        A `tf.data.Dataset` with the same structure.
+
+    Example:
+
+    >>> ds = tf.data.Dataset.from_tensor_slices(
+    ...     (tf.random.uniform([20, 28, 28, 1]), tf.range(20)))
+    >>> shift_aware = ds.concatenate(held_out_copy(ds, seed=1)).batch(10)
+    """
+    combinations = [
+        (name, severity) for name in HELD_OUT_CORRUPTIONS for severity in range(1, 6)
+    ]
+    parts = [
+        corrupt_dataset(dataset.shard(len(combinations), k), name, severity, seed=seed, table=table)
+        for k, (name, severity) in enumerate(combinations)
+    ]
+    copy = parts[0]
+    for part in parts[1:]:
+        copy = copy.concatenate(part)
+    return copy

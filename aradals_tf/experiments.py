@@ -192,33 +192,15 @@ def _datasets(config, shuffle_seed=None):
     return train, validation
 
 
-def held_out_copy(dataset, seed=CORRUPTION_SEED):
-    """One corrupted copy of an unbatched `(image, label)` dataset in which
-    the examples take the held-out corruptions (`HELD_OUT_CORRUPTIONS` x
-    severities 1-5) in turn: shard `k` of the dataset gets combination `k`.
-    Every example appears once, so the copy is as large as the dataset."""
-    combinations = [
-        (name, severity)
-        for name in corruptions.HELD_OUT_CORRUPTIONS
-        for severity in range(1, 6)
-    ]
-    parts = [
-        corruptions.corrupt_dataset(dataset.shard(len(combinations), k), name, severity, seed=seed)
-        for k, (name, severity) in enumerate(combinations)
-    ]
-    copy = parts[0]
-    for part in parts[1:]:
-        copy = copy.concatenate(part)
-    return copy
-
-
 def _smoothing_data(config):
     """The batched data AR-AdaLS's eps update is measured on."""
     validation = data.load_dataset(config.dataset, "validation", config.seed, data_dir=config.data_dir)
     if config.smoothing_data == "clean+held-out":
         # A seed apart from the evaluation's, so that selection on held-out
         # validation shifts does not score the very draws the update saw.
-        validation = validation.concatenate(held_out_copy(validation, seed=CORRUPTION_SEED + 1))
+        validation = validation.concatenate(
+            corruptions.held_out_copy(validation, seed=CORRUPTION_SEED + 1)
+        )
     return validation.cache().batch(EVAL_BATCH_SIZE).prefetch(tf.data.AUTOTUNE)
 
 

@@ -396,3 +396,30 @@ def test_corrupt_bad_arguments():
     assert "convert_image_dtype" in _one_line(e)
     with pytest.raises(ValueError):
         C.corrupt(x, "contrast", 1, seed=1.5)
+
+
+def test_held_out_copy_corrupts_each_example_once():
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    images = (digits.images[:40] / 16.0).reshape(-1, 8, 8, 1).astype(np.float32)
+    labels = digits.target[:40].astype(np.int32)
+    dataset = tf.data.Dataset.from_tensor_slices((images, labels))
+    copy = list(C.held_out_copy(dataset, seed=5).as_numpy_iterator())
+    assert len(copy) == 40
+    # Shard k (examples k, k + 10, ...) carries combination k: defocus blur
+    # severities 1-5, then fog 1-5, in that order.
+    combinations = [(n, s) for n in C.HELD_OUT_CORRUPTIONS for s in range(1, 6)]
+    position = 0
+    for k, (name, severity) in enumerate(combinations):
+        for index in range(k, 40, len(combinations)):
+            image, label = copy[position]
+            position += 1
+            assert label == labels[index]
+            if name == "defocus_blur":  # deterministic: equals the plain op
+                want = C.corrupt(images[index], name, severity).numpy()
+                np.testing.assert_allclose(image, want, atol=1e-6)
+            else:
+                assert np.mean(np.abs(image - images[index])) > 0.01
+    again = list(C.held_out_copy(dataset, seed=5).as_numpy_iterator())
+    np.testing.assert_array_equal(np.stack([a for a, _ in again]), np.stack([a for a, _ in copy]))
