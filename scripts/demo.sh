@@ -6,8 +6,8 @@
 #   3. the calibration-by-robustness diagnostic of the vanilla model;
 #   4. export AR-AdaLS as a calibrated SavedModel and query it like TF Serving.
 # Sets up .venv first if needed. Environment: EPOCHS (20), SEED (0), OUT (runs/demo),
-# ROBUSTNESS (first_order, or attack for the every-batch attack: about 11x the
-# training time of vanilla instead of 1.8x, which would take the demo past 10
+# ROBUSTNESS (first_order, or attack for the every-batch attack: 8-11x the
+# training time of vanilla instead of 1.4-1.8x, which would take the demo past 10
 # minutes on 2 cores; README, Training cost).
 # AR-AdaLS's alpha / eps_cap / smoothing data and label smoothing's eps are the
 # values the comparison study chose on the validation split, clean and under the
