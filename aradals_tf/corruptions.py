@@ -65,7 +65,7 @@ validation split only):
   next power-of-two grid, cropped to the image, one per image.
 
 Randomness is stateless: the noise is a function of `seed`, the index of the
-corruption name in `CORRUPTIONS` and the severity (and, in
+corruption name in `ALL_CORRUPTIONS` and the severity (and, in
 `corrupt_dataset`, of the element index), so results are reproducible.
 """
 
@@ -253,21 +253,29 @@ def _blur_1d(x, kernel, radius, axis):
     return tf.nn.conv2d(padded, filters, strides=1, padding="VALID")
 
 
-def _gaussian_blur(x, c, key, table):
+def _filter_planes(x, filter_fn):
+    """Applies `filter_fn` to every channel of every image as its own plane:
+    [N, H, W, C] -> [N * C, H, W, 1] -> `filter_fn` -> back to [N, H, W, C]."""
     shape = tf.shape(x)
     n, h, w, ch = shape[0], shape[1], shape[2], shape[3]
-    sigma = c * tf.cast(h, tf.float64) / _REFERENCE_SIZE[table]
+    planes = tf.reshape(tf.transpose(x, [0, 3, 1, 2]), [n * ch, h, w, 1])
+    planes = filter_fn(planes)
+    return tf.transpose(tf.reshape(planes, [n, ch, h, w]), [0, 2, 3, 1])
+
+
+def _gaussian_blur(x, c, key, table):
+    sigma = c * tf.cast(tf.shape(x)[1], tf.float64) / _REFERENCE_SIZE[table]
     # Same truncation as scipy.ndimage.gaussian_filter / skimage (truncate=4).
     radius = tf.cast(tf.floor(4.0 * sigma + 0.5), tf.int32)
     t = tf.cast(tf.range(-radius, radius + 1), tf.float64)
     kernel = tf.exp(-0.5 * tf.square(t / sigma))
     kernel = tf.cast(kernel / tf.reduce_sum(kernel), tf.float32)
-    # Channels into the batch: [N, H, W, C] -> [N * C, H, W, 1].
-    planes = tf.reshape(tf.transpose(x, [0, 3, 1, 2]), [n * ch, h, w, 1])
-    planes = _blur_1d(planes, kernel, radius, axis=1)
-    planes = _blur_1d(planes, kernel, radius, axis=2)
-    out = tf.transpose(tf.reshape(planes, [n, ch, h, w]), [0, 2, 3, 1])
-    return _clip(out)
+
+    def blur(planes):
+        planes = _blur_1d(planes, kernel, radius, axis=1)
+        return _blur_1d(planes, kernel, radius, axis=2)
+
+    return _clip(_filter_planes(x, blur))
 
 
 def _brightness(x, c, key, table):
@@ -366,14 +374,13 @@ def _defocus_blur(x, c, key, table):
     # severities non-monotone.
     kernel = _disk_kernel(*c)
     half = kernel.shape[0] // 2
-    shape = tf.shape(x)
-    n, h, w, ch = shape[0], shape[1], shape[2], shape[3]
-    planes = tf.reshape(tf.transpose(x, [0, 3, 1, 2]), [n * ch, h, w, 1])
-    # cv2.filter2D's default border is reflect-101, which is tf.pad's REFLECT.
-    planes = tf.pad(planes, [[0, 0], [half, half], [half, half], [0, 0]], mode="REFLECT")
-    planes = tf.nn.conv2d(planes, kernel[:, :, None, None], 1, "VALID")
-    out = tf.transpose(tf.reshape(planes, [n, ch, h, w]), [0, 2, 3, 1])
-    return _clip(out)
+
+    def blur(planes):
+        # cv2.filter2D's default border is reflect-101, which is tf.pad's REFLECT.
+        planes = tf.pad(planes, [[0, 0], [half, half], [half, half], [0, 0]], mode="REFLECT")
+        return tf.nn.conv2d(planes, kernel[:, :, None, None], 1, "VALID")
+
+    return _clip(_filter_planes(x, blur))
 
 
 def _plasma_fractal(key, count, mapsize, wibble_decay):

@@ -192,16 +192,16 @@ def _datasets(config, shuffle_seed=None):
     return train, validation
 
 
-def _smoothing_data(config):
-    """The batched data AR-AdaLS's eps update is measured on."""
-    validation = data.load_dataset(config.dataset, "validation", config.seed, data_dir=config.data_dir)
-    if config.smoothing_data == "clean+held-out":
-        # A seed apart from the evaluation's, so that selection on held-out
-        # validation shifts does not score the very draws the update saw.
-        validation = validation.concatenate(
-            corruptions.held_out_copy(validation, seed=CORRUPTION_SEED + 1)
-        )
-    return validation.cache().batch(EVAL_BATCH_SIZE).prefetch(tf.data.AUTOTUNE)
+def _smoothing_data(config, validation):
+    """The batched data AR-AdaLS's eps update is measured on: `validation`
+    (batched, from `_datasets`) or it plus its held-out-corrupted copy."""
+    if config.smoothing_data == "clean":
+        return validation
+    clean = data.load_dataset(config.dataset, "validation", config.seed, data_dir=config.data_dir)
+    # A seed apart from the evaluation's, so that selection on held-out
+    # validation shifts does not score the very draws the update saw.
+    shifted = corruptions.held_out_copy(clean, seed=CORRUPTION_SEED + 1)
+    return clean.concatenate(shifted).cache().batch(EVAL_BATCH_SIZE).prefetch(tf.data.AUTOTUNE)
 
 
 def make_strategy(name):
@@ -287,9 +287,7 @@ def _fit(config, model, train, validation, backup, verbose, extra_callbacks):
     callbacks = [keras.callbacks.BackupAndRestore(backup), *extra_callbacks]
     adaptive = None
     if config.method == "ar-adals":
-        adaptive = training.AdaptiveSmoothing(
-            validation if config.smoothing_data == "clean" else _smoothing_data(config)
-        )
+        adaptive = training.AdaptiveSmoothing(_smoothing_data(config, validation))
         callbacks.insert(0, adaptive)
     history = model.fit(
         train,
