@@ -111,11 +111,30 @@ def stratum_calibration(strata, confidence, correct, num_strata):
     return count, confidence / safe, accuracy / safe
 
 
-def update_eps(eps, confidence, accuracy, count, alpha, eps_cap):
-    """The AR-AdaLS update: `eps_r <- clip(eps_r + alpha (conf_r - acc_r), 0, cap)`.
+EPS_UPDATES = ("additive", "relative")
+
+
+def update_eps(eps, confidence, accuracy, count, alpha, eps_cap, rule="additive"):
+    """The AR-AdaLS update: `eps_r <- clip(eps_r + alpha * step_r, 0, cap)`.
 
     Over-confident strata (conf > acc) get softer labels, under-confident
     ones harder labels; strata without validation examples keep their eps.
+    Two rules for the step, with the same sign and the same fixed point
+    (conf = acc):
+
+    - `"additive"` (the method's rule): `step_r = conf_r - acc_r`.
+    - `"relative"`: `step_r = (conf_r - acc_r) / max(1 - conf_r, 1 - acc_r,
+      1 / n_r)`, the gap between predicted and observed error rates relative
+      to the larger of the two, floored at the resolution `1 / n_r` of the
+      stratum's `n_r` validation examples; `|step_r| <= 1`. Why: a stratum
+      whose examples are nearly all right has `conf_r - acc_r` of the order
+      of `1 - conf_r` (1e-4 and less), so under the additive rule its eps
+      hardly moves, while even a small eps caps the logit margin its examples
+      are trained towards at `log((1 - eps + eps / K) / (eps / K))` (7.6 for
+      eps = 0.005 and K = 10): smoothing picked up early in training then stays
+      and shrinks the logits of the most robust strata. The relative step
+      takes such a stratum back towards hard labels as fast as a stratum
+      with many errors moves.
 
     Args:
         eps: float `[R]` current smoothing per stratum.
@@ -124,6 +143,7 @@ def update_eps(eps, confidence, accuracy, count, alpha, eps_cap):
         count: float `[R]` validation examples per stratum.
         alpha: step size.
         eps_cap: upper bound of eps.
+        rule: `"additive"` or `"relative"`.
 
     Returns:
         float32 `[R]` updated eps.
@@ -132,8 +152,19 @@ def update_eps(eps, confidence, accuracy, count, alpha, eps_cap):
 
     >>> update_eps([0.25, 0.25], [0.75, 0.5], [0.5, 1.0], [5, 5], 1.0, 0.375).numpy()
     array([0.375, 0.   ], dtype=float32)
+    >>> update_eps([0.004, 0.08], [0.9998, 0.8], [1.0, 0.85], [100, 50], 0.25, 0.1,
+    ...            rule="relative").numpy().round(4)  # steps -0.25 * 0.02, -0.25 * 0.25
+    array([0.    , 0.0175], dtype=float32)
     """
+    if rule not in EPS_UPDATES:
+        raise ValueError(f"rule must be one of {', '.join(EPS_UPDATES)}; got {rule!r}.")
     eps = tf.cast(eps, tf.float32)
-    step = alpha * (tf.cast(confidence, tf.float32) - tf.cast(accuracy, tf.float32))
-    updated = tf.clip_by_value(eps + step, 0.0, eps_cap)
-    return tf.where(tf.cast(count, tf.float32) > 0, updated, eps)
+    confidence = tf.cast(confidence, tf.float32)
+    accuracy = tf.cast(accuracy, tf.float32)
+    count = tf.cast(count, tf.float32)
+    step = confidence - accuracy
+    if rule == "relative":
+        resolution = 1.0 / tf.maximum(count, 1.0)
+        step = step / tf.maximum(tf.maximum(1.0 - confidence, 1.0 - accuracy), resolution)
+    updated = tf.clip_by_value(eps + alpha * step, 0.0, eps_cap)
+    return tf.where(count > 0, updated, eps)

@@ -1,6 +1,7 @@
 """Soft labels against hand-computed values."""
 
 import numpy as np
+import pytest
 
 from aradals_tf import smoothing
 
@@ -57,6 +58,51 @@ def test_eps_update_signs_clipping_and_empty_strata():
     # over-confident: up by 0.5 * 0.1; under-confident: down by 0.05; capped
     # at 0.5; floored at 0; a stratum without validation data keeps its eps.
     np.testing.assert_allclose(eps, [0.15, 0.05, 0.5, 0.0, 0.2], atol=1e-6)
+
+
+def test_relative_eps_update_hand_computed():
+    eps = smoothing.update_eps(
+        eps=[0.004, 0.05, 0.08, 0.05, 0.2, 0.01],
+        confidence=[0.9998, 0.95, 0.80, 0.99, 0.5, 0.999],
+        accuracy=[1.0, 0.90, 0.85, 0.98, 0.9, 0.99],
+        count=[100, 100, 50, 20, 0, 100],
+        alpha=0.25,
+        eps_cap=0.1,
+        rule="relative",
+    ).numpy()
+    # Scales max(1 - conf, 1 - acc, 1 / n): 0.01 (resolution), 0.10, 0.20,
+    # 0.05 (resolution 1/20), -, 0.01. Steps 0.25 * gap / scale: -0.005,
+    # +0.125, -0.0625, +0.05, (empty stratum keeps eps), +0.225.
+    np.testing.assert_allclose(eps, [0.0, 0.1, 0.0175, 0.1, 0.2, 0.1], atol=1e-5)
+
+
+def test_relative_eps_update_matches_a_plain_loop():
+    rng = np.random.default_rng(0)
+    n = 200
+    eps = rng.uniform(0, 0.3, n)
+    confidence = rng.uniform(0.3, 1.0, n)
+    accuracy = np.where(rng.uniform(size=n) < 0.3, 1.0, rng.uniform(0.3, 1.0, n))
+    count = rng.integers(0, 120, n).astype(float)
+    alpha, cap = 0.4, 0.25
+    got = smoothing.update_eps(eps, confidence, accuracy, count, alpha, cap, rule="relative").numpy()
+    additive = smoothing.update_eps(eps, confidence, accuracy, count, alpha, cap).numpy()
+    for r in range(n):
+        if count[r] == 0:
+            want = eps[r]
+        else:
+            scale = max(1 - confidence[r], 1 - accuracy[r], 1 / count[r])
+            want = min(max(eps[r] + alpha * (confidence[r] - accuracy[r]) / scale, 0.0), cap)
+        np.testing.assert_allclose(got[r], want, atol=1e-5)
+        # Same direction as the method's additive rule, never a longer way
+        # than alpha, and the step is at least the additive one's.
+        assert np.sign(got[r] - eps[r]) == np.sign(additive[r] - eps[r]) or got[r] == additive[r]
+        assert abs(got[r] - eps[r]) <= alpha + 1e-6
+        assert abs(got[r] - eps[r]) >= abs(additive[r] - eps[r]) - 1e-6
+
+
+def test_eps_update_rejects_an_unknown_rule():
+    with pytest.raises(ValueError, match="rule must be one of additive, relative"):
+        smoothing.update_eps([0.1], [0.9], [0.8], [10], 0.5, 0.5, rule="log")
 
 
 def test_stratum_calibration_hand_computed():
