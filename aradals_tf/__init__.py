@@ -36,6 +36,7 @@ _PUBLIC = {
     "adversarial_robustness": "robustness",
     "score_dataset": "robustness",
     "first_order_radius": "robustness",
+    "fit_first_order_scale": "robustness",
     "calibration_by_robustness": "metrics",
     "ARAdaLSModel": "training",
     "AdaptiveSmoothing": "training",

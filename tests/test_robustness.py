@@ -59,6 +59,22 @@ def test_linear_model_radius_brackets_exact_distance(num_classes, loss):
     assert np.all(exact <= radius + 1e-5)
 
 
+def test_first_order_scale_is_one_on_a_linear_model_and_undoes_a_known_bias(monkeypatch):
+    rng = np.random.default_rng(10)
+    model, weights, bias = _linear_model(rng, 30, 10)
+    x = rng.uniform(0.35, 0.65, size=(1000, 30)).astype("float32")
+    # Linear model: the first-order radius is the exact distance, which the
+    # attack brackets within one step, so no correction is needed.
+    scale, agreement = robustness.fit_first_order_scale(model, x, eps_max=0.3, steps=20)
+    assert abs(scale - 1.0) <= 0.05 and agreement >= 0.95, (scale, agreement)
+    # An estimator that reports half the exact distance needs a factor of 2.
+    exact = _exact_linf_distance(x, weights, bias)
+    halved = lambda model, x, norm="inf": (tf.constant(exact / 2, tf.float32), model(x))  # noqa: E731
+    monkeypatch.setattr(robustness, "first_order_radius", halved)
+    scale, agreement = robustness.fit_first_order_scale(model, x, eps_max=0.3, steps=20)
+    assert abs(scale - 2.0) <= 0.05 and agreement >= 0.9, (scale, agreement)
+
+
 def _naive_sweep(model, x, eps_max, steps):
     """What a user would write with cleverhans alone: PGD at each radius."""
     model_fn = lambda z: model(z, training=False)  # noqa: E731
