@@ -72,13 +72,32 @@ def cli():
 @click.option("--eps-init", type=click.FloatRange(0, 1), default=0.0, show_default=True, help="AR-AdaLS: initial eps of every stratum.")
 @click.option("--eps-cap", type=click.FloatRange(0, 1), default=0.5, show_default=True, help="AR-AdaLS: largest eps.")
 @click.option(
+    "--eps-update",
+    type=click.Choice(["additive", "relative"]),
+    default="additive",
+    show_default=True,
+    help="AR-AdaLS: step of the eps update, 'additive' alpha (conf - acc) of "
+    "the method, or 'relative': that gap over the stratum's error rate, so "
+    "strata that are nearly always right return to hard labels.",
+)
+@click.option(
     "--robustness-estimate",
     type=click.Choice(["attack", "first_order"]),
     default="attack",
     show_default=True,
     help="AR-AdaLS: 'attack' runs the growing-radius attack on every batch; "
-    "'first_order' is the cheaper mode (margin / input-gradient norm: 1.4-1.8x "
+    "'first_order' is the cheaper mode (margin / input-gradient norm: about 1.8x "
     "a vanilla epoch instead of 8-11x, measured on mnist5k).",
+)
+@click.option(
+    "--first-order-scale",
+    type=click.FloatRange(min=0, min_open=True),
+    default=1.0,
+    show_default=True,
+    help="AR-AdaLS first_order mode: factor on the first-order radius before it "
+    "is mapped onto the attack's levels (the linearisation underestimates the "
+    "attack's radius; at.fit_first_order_scale measures the factor on "
+    "validation data: 1.3 on mnist5k).",
 )
 @click.option("--attack-loss", type=click.Choice(["margin", "cross_entropy"]), default="margin", show_default=True, help="AR-AdaLS: loss each attack step ascends.")
 @click.option(

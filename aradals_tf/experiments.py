@@ -24,6 +24,7 @@ from aradals_tf import ensemble
 from aradals_tf import metrics
 from aradals_tf import plots
 from aradals_tf import robustness
+from aradals_tf import smoothing
 from aradals_tf import temperature
 from aradals_tf import training
 from aradals_tf.version import __version__
@@ -62,8 +63,12 @@ class TrainConfig:
         alpha: AR-AdaLS eps update step.
         eps_init: AR-AdaLS initial eps.
         eps_cap: AR-AdaLS largest eps.
+        eps_update: AR-AdaLS eps update rule, `"additive"` or `"relative"`
+            (`smoothing.update_eps`).
         robustness_estimate: `"attack"` (every batch) or `"first_order"`
             (the cheaper mode).
+        first_order_scale: factor on the first-order radius before it is
+            mapped onto the attack's levels (`robustness.fit_first_order_scale`).
         attack_loss: `"margin"` or `"cross_entropy"`.
         strategy: `"default"`, `"mirrored"` or `"multiworker"`.
         ensemble_size: M > 1 trains an ensemble of M members averaged by
@@ -96,7 +101,9 @@ class TrainConfig:
     alpha: float = 1.0
     eps_init: float = 0.0
     eps_cap: float = 0.5
+    eps_update: str = "additive"
     robustness_estimate: str = "attack"
+    first_order_scale: float = 1.0
     attack_loss: str = "margin"
     strategy: str = "default"
     ensemble_size: int = 1
@@ -116,6 +123,7 @@ class TrainConfig:
             ("strategy", STRATEGIES),
             ("ensemble_mode", ENSEMBLE_MODES),
             ("smoothing_data", SMOOTHING_DATA),
+            ("eps_update", smoothing.EPS_UPDATES),
         ):
             if getattr(self, name) not in valid:
                 raise ValueError(
@@ -133,7 +141,7 @@ class TrainConfig:
         for name in ("epochs", "batch_size", "num_strata", "attack_steps", "ensemble_size"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1; got {getattr(self, name)}.")
-        for name in ("learning_rate", "mixup_alpha", "eps_max"):
+        for name in ("learning_rate", "mixup_alpha", "eps_max", "first_order_scale"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0; got {getattr(self, name)}.")
         if not 0 <= self.label_smoothing <= 1:
@@ -165,6 +173,7 @@ class TrainConfig:
             "ar-adals": (
                 "alpha",
                 "eps_cap",
+                "eps_update",
                 "num_strata",
                 "eps_max",
                 "attack_steps",
@@ -172,6 +181,8 @@ class TrainConfig:
                 "smoothing_data",
             ),
         }.get(self.method, ())
+        if self.method == "ar-adals" and self.robustness_estimate == "first_order":
+            keys += ("first_order_scale",)
         if self.ensemble_size > 1:
             keys += ("ensemble_size",) + (("ensemble_mode",) if self.method == "ar-adals" else ())
         return {key: getattr(self, key) for key in keys}
@@ -251,7 +262,9 @@ def build_model(config, init_seed=None):
             alpha=config.alpha,
             eps_init=config.eps_init,
             eps_cap=config.eps_cap,
+            eps_update=config.eps_update,
             robustness_estimate=config.robustness_estimate,
+            first_order_scale=config.first_order_scale,
             attack_loss=config.attack_loss,
         )
         if joint:

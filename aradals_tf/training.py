@@ -6,7 +6,7 @@
   on per-example soft labels `(1 - eps_r) onehot + eps_r / K`.
 - `AdaptiveSmoothing(validation_data)`: the callback that, after every epoch,
   moves each stratum's eps by `alpha (conf_r - acc_r)` measured on validation
-  data.
+  data (or by the relative step of `smoothing.update_eps`).
 - Baselines in the same framework: `MixupModel`, and the losses
   `SparseLabelSmoothingCrossentropy` and `SparseFocalCrossentropy` for a plain
   backbone.
@@ -14,6 +14,8 @@
 Every loss here takes integer class labels, so one dataset of
 `(image, label)` serves every method.
 """
+
+import weakref
 
 import keras
 import numpy as np
@@ -201,15 +203,26 @@ class SoftTargetModel(keras.Model):
         """Returns `(training inputs, [n, K] targets, labels for metrics)`.
 
         Subclasses define their method here; the base trains on hard labels.
+        Targets may be None when `forward_with_targets` makes them.
         """
         return x, tf.one_hot(labels, self.num_classes), labels
+
+    def forward_with_targets(self, inputs, targets, labels):
+        """The training step's forward pass, inside its gradient tape.
+
+        Returns `(member logits, logits, targets)`. The base passes on the
+        targets of `soft_targets`; a model whose targets depend on this very
+        forward pass makes them here.
+        """
+        member_logits, logits = self.training_logits(inputs)
+        return member_logits, logits, targets
 
     def train_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         labels = _flat_labels(y)
         inputs, targets, metric_labels = self.soft_targets(x, labels)
         with tf.GradientTape() as tape:
-            member_logits, logits = self.training_logits(inputs)
+            member_logits, logits, targets = self.forward_with_targets(inputs, targets, labels)
             # Each set of logits fits the targets; their losses are averaged
             # (one set for a single model, one per member for an ensemble).
             loss = tf.add_n(
@@ -322,8 +335,14 @@ class ARAdaLSModel(SoftTargetModel):
         alpha: step size of the eps update (1.0).
         eps_init: initial eps of every stratum (0.0: hard labels).
         eps_cap: largest eps (0.5).
+        eps_update: the eps update's step, `"additive"` (the method's
+            `conf_r - acc_r`) or `"relative"` (that gap over the stratum's
+            error rate; see `smoothing.update_eps`).
         norm: attack norm, `"inf"` or `"2"`.
         robustness_estimate: `"attack"` or `"first_order"` (cheaper).
+        first_order_scale: factor on the first-order radius before it is
+            mapped onto the attack's level grid (1.0: unscaled; see
+            `robustness.fit_first_order_scale`, which measures it).
         attack_loss: `"margin"` or `"cross_entropy"` (see
             `robustness.adversarial_robustness`).
         clip_min: smallest valid input value.
@@ -350,8 +369,10 @@ class ARAdaLSModel(SoftTargetModel):
         alpha=1.0,
         eps_init=0.0,
         eps_cap=0.5,
+        eps_update="additive",
         norm="inf",
         robustness_estimate="attack",
+        first_order_scale=1.0,
         attack_loss="margin",
         clip_min=0.0,
         clip_max=1.0,
@@ -369,11 +390,17 @@ class ARAdaLSModel(SoftTargetModel):
             )
         if not float(alpha) >= 0:
             raise ValueError(f"alpha must be >= 0; got {alpha}.")
+        if eps_update not in smoothing.EPS_UPDATES:
+            raise ValueError(
+                f"eps_update must be one of {', '.join(smoothing.EPS_UPDATES)}; got {eps_update!r}."
+            )
         if robustness_estimate not in ROBUSTNESS_ESTIMATES:
             raise ValueError(
                 f"robustness_estimate must be one of {', '.join(ROBUSTNESS_ESTIMATES)}; "
                 f"got {robustness_estimate!r}."
             )
+        if not float(first_order_scale) > 0:
+            raise ValueError(f"first_order_scale must be > 0; got {first_order_scale}.")
         if attack_loss not in robustness.ATTACK_LOSSES:
             raise ValueError(
                 f"attack_loss must be one of {', '.join(robustness.ATTACK_LOSSES)}; got {attack_loss!r}."
@@ -384,8 +411,10 @@ class ARAdaLSModel(SoftTargetModel):
         self.alpha = float(alpha)
         self.eps_init = float(eps_init)
         self.eps_cap = float(eps_cap)
+        self.eps_update = eps_update
         self.norm = str(norm)
         self.robustness_estimate = robustness_estimate
+        self.first_order_scale = float(first_order_scale)
         self.attack_loss = attack_loss
         self.clip_min = clip_min
         self.clip_max = clip_max
@@ -434,15 +463,21 @@ class ARAdaLSModel(SoftTargetModel):
             )
         else:
             radius, logits = robustness.first_order_radius(self.backbone, x, norm=self.norm)
-            level = robustness.levels_from_radius(radius, self.eps_max, self.attack_steps)
+            level = self.levels_from_first_order_radius(radius)
         return tf.stop_gradient(level), tf.stop_gradient(logits)
 
     def strata_of(self, level):
         """Stratum of each level with the current thresholds."""
         return smoothing.assign_strata(level, self.stratum_thresholds)
 
-    def soft_targets(self, x, labels):
-        level, _ = self.robustness_levels(x)
+    def levels_from_first_order_radius(self, radius):
+        """First-order radii (scaled by `first_order_scale`) as attack levels."""
+        return robustness.levels_from_radius(
+            self.first_order_scale * radius, self.eps_max, self.attack_steps
+        )
+
+    def targets_of_levels(self, level, labels):
+        """Counts the batch's levels and returns its per-example soft labels."""
         self.level_histogram.assign_add(
             tf.math.bincount(
                 level,
@@ -452,7 +487,29 @@ class ARAdaLSModel(SoftTargetModel):
             )
         )
         eps = tf.gather(self.stratum_eps, self.strata_of(level))
-        return x, smoothing.soft_labels(labels, self.num_classes, eps), labels
+        return smoothing.soft_labels(labels, self.num_classes, eps)
+
+    def soft_targets(self, x, labels):
+        if self.robustness_estimate == "first_order":
+            return x, None, labels  # made from the training forward pass
+        level, _ = self.robustness_levels(x)
+        return x, self.targets_of_levels(level, labels), labels
+
+    def forward_with_targets(self, inputs, targets, labels):
+        if self.robustness_estimate != "first_order":
+            return super().forward_with_targets(inputs, targets, labels)
+        # The first-order estimate reuses the training forward pass: one
+        # extra backward pass (to the inputs) per batch instead of a forward
+        # and a backward pass of its own.
+        inputs = tf.cast(inputs, tf.float32)
+        with tf.GradientTape() as input_tape:
+            input_tape.watch(inputs)
+            member_logits, logits = self.training_logits(inputs)
+            margin = robustness.prediction_margin(logits)
+            total = tf.reduce_sum(margin)
+        radius = robustness.radius_from_margin(margin, input_tape.gradient(total, inputs), self.norm)
+        level = tf.stop_gradient(self.levels_from_first_order_radius(radius))
+        return member_logits, logits, self.targets_of_levels(level, labels)
 
     def update_strata_thresholds(self):
         """Sets thresholds from the epoch's histogram, then clears it.
@@ -490,8 +547,10 @@ class ARAdaLSModel(SoftTargetModel):
                 "alpha": self.alpha,
                 "eps_init": self.eps_init,
                 "eps_cap": self.eps_cap,
+                "eps_update": self.eps_update,
                 "norm": self.norm,
                 "robustness_estimate": self.robustness_estimate,
+                "first_order_scale": self.first_order_scale,
                 "attack_loss": self.attack_loss,
                 "clip_min": self.clip_min,
                 "clip_max": self.clip_max,
@@ -532,6 +591,23 @@ def _batched(validation_data, batch_size):
     )
 
 
+# model -> its compiled `robustness_levels`: a new tf.function per epoch would
+# retrace every time (0.14 s of a 0.20 s scoring pass on mnist5k, measured).
+_SCORING_FUNCTIONS = weakref.WeakKeyDictionary()
+
+
+def _scoring_function(model):
+    if model not in _SCORING_FUNCTIONS:
+        model_ref = weakref.ref(model)  # the cache must not keep the model alive
+
+        @tf.function(reduce_retracing=True)
+        def score(x):
+            return model_ref().robustness_levels(x)
+
+        _SCORING_FUNCTIONS[model] = score
+    return _SCORING_FUNCTIONS[model]
+
+
 def stratum_statistics(model, validation_data, batch_size=500):
     """Per-stratum validation count, mean confidence and accuracy of a model.
 
@@ -546,7 +622,7 @@ def stratum_statistics(model, validation_data, batch_size=500):
     Returns:
         `(count, confidence, accuracy)`, float32 numpy `[R]` each.
     """
-    score = tf.function(model.robustness_levels, reduce_retracing=True)
+    score = _scoring_function(model)
     strata, confidence, correct = [], [], []
     for x, y in _batched(validation_data, batch_size):
         level, logits = score(x)
@@ -566,8 +642,8 @@ class AdaptiveSmoothing(keras.callbacks.Callback):
     At each epoch end: score `validation_data`'s robustness with the current
     weights, bucket it with the training thresholds, compute each stratum's
     mean confidence and accuracy, and update
-    `eps_r <- clip(eps_r + alpha (conf_r - acc_r), 0, eps_cap)` (`alpha` and
-    `eps_cap` are the model's). Writes `stratum{r}_eps`, `stratum{r}_conf`
+    `eps_r <- clip(eps_r + alpha (conf_r - acc_r), 0, eps_cap)` (`alpha`,
+    `eps_cap` and the rule, `eps_update`, are the model's). Writes `stratum{r}_eps`, `stratum{r}_conf`
     and `stratum{r}_acc` into `logs`, so `History`, `CSVLogger` and
     `TensorBoard` record them, and keeps them with each stratum's validation
     count and the thresholds in `self.records` (one dict per epoch) for
@@ -598,7 +674,13 @@ class AdaptiveSmoothing(keras.callbacks.Callback):
             raise ValueError("AdaptiveSmoothing needs an ARAdaLSModel.")
         count, confidence, accuracy = stratum_statistics(model, self.validation_data)
         eps = smoothing.update_eps(
-            model.stratum_eps, confidence, accuracy, count, model.alpha, model.eps_cap
+            model.stratum_eps,
+            confidence,
+            accuracy,
+            count,
+            model.alpha,
+            model.eps_cap,
+            rule=model.eps_update,
         )
         model.stratum_eps.assign(eps)
         record = {"epoch": epoch}

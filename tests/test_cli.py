@@ -169,6 +169,7 @@ def test_cli_choices_match_the_library():
         return set(option.type.choices)
 
     assert choices(cli.train, "smoothing_data") == set(experiments.SMOOTHING_DATA)
+    assert choices(cli.train, "eps_update") == set(experiments.smoothing.EPS_UPDATES)
     assert choices(cli.compare, "select_on") == set(experiments.SELECTION_CRITERIA)
     from aradals_tf import data
 

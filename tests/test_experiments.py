@@ -87,6 +87,17 @@ def test_held_out_shifts_are_disjoint_from_the_test_suite():
     assert not test_types & {spec.partition(":")[0] for spec in held_out}
 
 
+def test_eps_update_rule_reaches_the_model():
+    config = experiments.TrainConfig(dataset="digits", method="ar-adals", eps_update="relative").validate()
+    assert experiments.build_model(config).eps_update == "relative"
+    assert config.method_settings()["eps_update"] == "relative"
+    assert experiments.parse_override("ar-adals.eps_update=additive,relative") == (
+        "ar-adals", "eps_update", ["additive", "relative"]
+    )
+    with pytest.raises(ValueError, match="eps_update"):
+        experiments.TrainConfig(dataset="digits", eps_update="log").validate()
+
+
 def test_shift_aware_smoothing_updates_on_clean_plus_held_out_data(tmp_path, monkeypatch):
     from aradals_tf import training
 

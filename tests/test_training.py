@@ -27,9 +27,14 @@ def _model(**kwargs):
     return model
 
 
-def test_train_step_loss_is_per_example_soft_label_crossentropy(digits):
+@pytest.mark.parametrize(
+    "estimate", [{"robustness_estimate": "attack"}, {"robustness_estimate": "first_order", "first_order_scale": 1.3}]
+)
+def test_train_step_loss_is_per_example_soft_label_crossentropy(digits, estimate):
+    # The reference levels come from `robustness_levels`, a pass of its own;
+    # the first-order train_step takes them from its training forward pass.
     x, y = digits["train"][0][:64], digits["train"][1][:64]
-    model = _model(eps_init=0.0, eps_cap=0.5)
+    model = _model(eps_init=0.0, eps_cap=0.5, **estimate)
     model.stratum_eps.assign([0.3, 0.1, 0.0])
     model.stratum_thresholds.assign([1, 3])
     level, logits = model.robustness_levels(tf.constant(x))
@@ -72,6 +77,8 @@ def test_compile_refuses_a_foreign_loss():
         ({"eps_max": 0.3, "attack_steps": 0}, "steps"),
         ({"eps_max": 0.3, "eps_init": 0.6, "eps_cap": 0.5}, "eps_init"),
         ({"eps_max": 0.3, "robustness_estimate": "oracle"}, "robustness_estimate"),
+        ({"eps_max": 0.3, "eps_update": "log"}, "eps_update"),
+        ({"eps_max": 0.3, "first_order_scale": 0.0}, "first_order_scale"),
         ({"eps_max": 0.3, "num_strata": 0}, "num_strata"),
     ],
 )
@@ -80,8 +87,9 @@ def test_bad_settings_are_clear_errors(kwargs, message):
         training.ARAdaLSModel(backbones.mlp((8, 8, 1), 10), 10, **kwargs)
 
 
-def test_fit_updates_thresholds_and_eps_and_logs_them(digits, tmp_path):
-    model = _model(alpha=1.0, eps_cap=0.5)
+@pytest.mark.parametrize("rule", ["additive", "relative"])
+def test_fit_updates_thresholds_and_eps_and_logs_them(digits, tmp_path, rule):
+    model = _model(alpha=1.0, eps_cap=0.5, eps_update=rule)
     adaptive = training.AdaptiveSmoothing(digits["validation"])
     csv = tmp_path / "log.csv"
     history = model.fit(
@@ -96,9 +104,9 @@ def test_fit_updates_thresholds_and_eps_and_logs_them(digits, tmp_path):
     first, last = adaptive.records
     for r in range(3):
         if last[f"stratum{r}_count"] > 0:
-            expected = np.clip(
-                first[f"stratum{r}_eps"] + last[f"stratum{r}_conf"] - last[f"stratum{r}_acc"], 0, 0.5
-            )
+            conf, acc = last[f"stratum{r}_conf"], last[f"stratum{r}_acc"]
+            scale = 1.0 if rule == "additive" else max(1 - conf, 1 - acc, 1 / last[f"stratum{r}_count"])
+            expected = np.clip(first[f"stratum{r}_eps"] + (conf - acc) / scale, 0, 0.5)
             assert last[f"stratum{r}_eps"] == pytest.approx(expected, abs=1e-6)
     np.testing.assert_allclose(model.stratum_eps.numpy(), [last[f"stratum{r}_eps"] for r in range(3)], atol=1e-7)
     # Thresholds are the equal-mass quantiles of a fresh scoring's histogram?
@@ -125,7 +133,7 @@ def test_stratum_statistics_hand_checked(digits):
 
 
 def test_save_load_round_trip(digits, tmp_path):
-    model = _model(robustness_estimate="first_order", alpha=0.5)
+    model = _model(robustness_estimate="first_order", alpha=0.5, eps_update="relative", first_order_scale=1.3)
     model.fit(*digits["train"], batch_size=128, epochs=1, verbose=0,
               callbacks=[training.AdaptiveSmoothing(digits["validation"])])
     model.stratum_eps.assign([0.05, 0.1, 0.2])
@@ -134,6 +142,7 @@ def test_save_load_round_trip(digits, tmp_path):
     loaded = keras.models.load_model(path)
     assert isinstance(loaded, training.ARAdaLSModel)
     assert loaded.get_config()["alpha"] == 0.5 and loaded.robustness_estimate == "first_order"
+    assert loaded.eps_update == "relative" and loaded.first_order_scale == 1.3
     np.testing.assert_allclose(loaded.stratum_eps.numpy(), [0.05, 0.1, 0.2])
     np.testing.assert_array_equal(loaded.stratum_thresholds.numpy(), model.stratum_thresholds.numpy())
     x, y = digits["test"]
@@ -142,6 +151,21 @@ def test_save_load_round_trip(digits, tmp_path):
     result = loaded.evaluate(x, y, verbose=0, return_dict=True)
     logits = model.backbone.predict(x, verbose=0)
     assert result["loss"] == pytest.approx(reference.nll(y, reference.softmax(logits.astype(np.float64))), rel=1e-4)
+
+
+def test_first_order_levels_use_the_scale(digits):
+    from aradals_tf import robustness
+
+    x = tf.constant(digits["validation"][0])
+    plain = _model(robustness_estimate="first_order")
+    scaled = _model(robustness_estimate="first_order", first_order_scale=1.7)
+    radius, _ = robustness.first_order_radius(plain.backbone, x)
+    np.testing.assert_array_equal(
+        scaled.robustness_levels(x)[0].numpy(), robustness.levels_from_radius(1.7 * radius, 0.3, 5).numpy()
+    )
+    np.testing.assert_array_equal(
+        plain.robustness_levels(x)[0].numpy(), robustness.levels_from_radius(radius, 0.3, 5).numpy()
+    )
 
 
 def test_first_order_radius_exact_on_linear_model():
