@@ -9,13 +9,15 @@ ECE clean and averaged over the corruption suite (9 corruptions x severities
   vanilla               hard labels, no attack;
   attack (T=10)         AR-AdaLS, growing-radius attack on every batch;
   first_order           AR-AdaLS cheaper mode: margin / ||grad margin||_1,
-                        one extra forward+backward pass per batch.
+                        one extra backward pass per batch (it reuses the
+                        training forward pass).
 (`--modes` picks some; `--set alpha=0.5 --set eps_cap=0.1` sets AR-AdaLS
 hyper-parameters, e.g. the ones the comparison chose on validation.)
 Then, on a vanilla model's test split, the Spearman rank correlation of each
 cheap robustness estimate with the full attack's level (only the ranking
 matters for equal-mass strata): first-order, attack with T=5, top-2 logit
-margin, confidence.
+margin, confidence; and, on each vanilla model's validation split, the
+`first_order_scale` that puts the first-order levels on the attack's.
 
 Usage: python scripts/bench_training.py [--epochs 20] [--seeds 0,1,2] [--set alpha=0.5] [--out runs/bench_training]
 Only ratios measured in one run mean anything on a shared machine.
@@ -76,6 +78,16 @@ def rank_correlations(run_dir, eps_max, steps):
     }
 
 
+def fitted_first_order_scales(run_dirs, eps_max, steps):
+    """`robustness.fit_first_order_scale` on each run's validation split."""
+    fitted = []
+    for run_dir in run_dirs:
+        config, model = experiments.load_run(run_dir)
+        images, _ = data.load_arrays("mnist5k", "validation", seed=config.seed)
+        fitted.append(robustness.fit_first_order_scale(model, images, eps_max=eps_max, steps=steps))
+    return fitted
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--epochs", type=int, default=20)
@@ -131,6 +143,10 @@ def main():
     print("\nSpearman rank correlation with the full attack's level (vanilla model, 1,000 test images):")
     for name, value in correlations.items():
         print(f"  {name:<22} {value:.3f}")
+    fitted = fitted_first_order_scales([r["run"] for r in results["vanilla"]], 0.3, 10)
+    print("\nfirst_order_scale fitted on each vanilla model's validation split (scale, exact level agreement):")
+    print("  " + ", ".join(f"{scale:.2f} ({100 * agreement:.0f} %)" for scale, agreement in fitted)
+          + f"; mean {np.mean([scale for scale, _ in fitted]):.2f}")
 
 
 if __name__ == "__main__":
