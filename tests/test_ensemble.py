@@ -62,14 +62,22 @@ def test_bad_members_are_refused():
         ensemble.LogitEnsemble([])
 
 
-def test_ensemble_aware_step_uses_ensemble_strata_and_member_losses(digits):
+@pytest.mark.parametrize("estimate", ["attack", "first_order"])
+def test_ensemble_aware_step_uses_ensemble_strata_and_member_losses(digits, estimate):
     x, y = digits["train"][0][:64], digits["train"][1][:64]
-    model = ensemble.EnsembleARAdaLSModel(_members(), 10, eps_max=0.3, attack_steps=5, num_strata=3)
+    model = ensemble.EnsembleARAdaLSModel(
+        _members(), 10, eps_max=0.3, attack_steps=5, num_strata=3,
+        robustness_estimate=estimate, first_order_scale=1.3,
+    )
     model.compile(optimizer=keras.optimizers.SGD(0.01))
     model.stratum_eps.assign([0.3, 0.1, 0.0])
     model.stratum_thresholds.assign([1, 3])
-    # Levels come from attacking the ensemble's averaged logits.
-    _, expected_level = robustness.adversarial_robustness(model.backbone, x, eps_max=0.3, steps=5)
+    # Levels come from the ensemble's averaged logits.
+    if estimate == "attack":
+        _, expected_level = robustness.adversarial_robustness(model.backbone, x, eps_max=0.3, steps=5)
+    else:
+        radius, _ = robustness.first_order_radius(model.backbone, x)
+        expected_level = robustness.levels_from_radius(1.3 * radius, 0.3, 5)
     level, _ = model.robustness_levels(tf.constant(x))
     np.testing.assert_array_equal(level, expected_level)
     eps = np.array([0.3, 0.1, 0.0])[smoothing.assign_strata(level, [1, 3]).numpy()]
@@ -80,6 +88,9 @@ def test_ensemble_aware_step_uses_ensemble_strata_and_member_losses(digits):
     ]
     logs = model.train_on_batch(x, y, return_dict=True)
     assert logs["loss"] == pytest.approx(np.mean(member_losses), rel=1e-4)
+    # The step counted the same levels (the first-order step takes them from
+    # its own training forward pass).
+    np.testing.assert_array_equal(model.level_histogram.numpy(), np.bincount(level.numpy(), minlength=6))
 
 
 def test_independent_ensemble_resumes_without_retraining_finished_members(tmp_path, monkeypatch):
