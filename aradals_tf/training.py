@@ -309,7 +309,8 @@ class ARAdaLSModel(SoftTargetModel):
     `train_step` measures each example's robustness level on the current
     weights (`robustness_estimate="attack"`: the growing-radius cleverhans
     attack, T forward+backward passes; `"first_order"`: margin / dual norm of
-    its input gradient, one pass), assigns the example to a stratum with the
+    its input gradient, taken from the training forward pass with one extra
+    backward pass), assigns the example to a stratum with the
     current thresholds, and trains on soft labels `(1 - eps_r) onehot +
     eps_r / K` of its stratum `r`. The state, all in non-trainable variables
     (saved with the model, restored by checkpoints, mirrored under a
@@ -643,11 +644,11 @@ class AdaptiveSmoothing(keras.callbacks.Callback):
     weights, bucket it with the training thresholds, compute each stratum's
     mean confidence and accuracy, and update
     `eps_r <- clip(eps_r + alpha (conf_r - acc_r), 0, eps_cap)` (`alpha`,
-    `eps_cap` and the rule, `eps_update`, are the model's). Writes `stratum{r}_eps`, `stratum{r}_conf`
-    and `stratum{r}_acc` into `logs`, so `History`, `CSVLogger` and
-    `TensorBoard` record them, and keeps them with each stratum's validation
-    count and the thresholds in `self.records` (one dict per epoch) for
-    `plots.eps_per_stratum`.
+    `eps_cap` and the rule, `eps_update`, are the model's). Writes
+    `stratum{r}_eps`, `stratum{r}_conf` and `stratum{r}_acc` into `logs`, so
+    `History`, `CSVLogger` and `TensorBoard` record them, and keeps them with
+    each stratum's validation count and the thresholds in `self.records` (one
+    dict per epoch) for `plots.eps_per_stratum`.
 
     Args:
         validation_data: `(x, y)` arrays or a `tf.data.Dataset` of `(x, y)`
