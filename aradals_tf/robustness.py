@@ -262,8 +262,8 @@ def fit_first_order_scale(
     scales = np.round(np.arange(0.5, 4.0 + 1e-9, 0.01), 2)
     # One [scales, n] level matrix: the search is a single vectorised op.
     levels = levels_from_radius(
-        tf.reshape(scales.astype(np.float32)[:, None] * np.asarray(radius)[None, :], [-1]), eps_max, steps
-    ).numpy().reshape(len(scales), -1)
+        scales.astype(np.float32)[:, None] * np.asarray(radius)[None, :], eps_max, steps
+    ).numpy()
     gap = np.abs(levels.mean(axis=1) - attack_level.mean())
     best = int(np.argmin(gap))
     return float(scales[best]), float(np.mean(levels[best] == attack_level))

@@ -509,7 +509,7 @@ class ARAdaLSModel(SoftTargetModel):
             margin = robustness.prediction_margin(logits)
             total = tf.reduce_sum(margin)
         radius = robustness.radius_from_margin(margin, input_tape.gradient(total, inputs), self.norm)
-        level = tf.stop_gradient(self.levels_from_first_order_radius(radius))
+        level = self.levels_from_first_order_radius(radius)  # int: no gradient
         return member_logits, logits, self.targets_of_levels(level, labels)
 
     def update_strata_thresholds(self):
