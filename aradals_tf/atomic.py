@@ -31,9 +31,7 @@ def atomic_directory(path, overwrite=False):
     """
     path = os.path.abspath(path)
     if os.path.exists(path) and not overwrite:
-        raise FileExistsError(
-            f"{path} already exists; choose another path or pass --overwrite."
-        )
+        raise FileExistsError(f"{path} already exists; choose another path or pass --overwrite.")
     parent = os.path.dirname(path)
     os.makedirs(parent, exist_ok=True)
     partial = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.partial-", dir=parent)

@@ -5,8 +5,8 @@ Every builder returns a functional `keras.Model` mapping images in [0, 1]
 training and calibration code expects logits, never probabilities.
 
 - `small_cnn`: two conv blocks + dense, for 28x28 images (mnist5k, MNIST,
-  Fashion-MNIST); 0.21 M parameters, about 1 s per mnist5k epoch on 2 CPU
-  cores (the AR-AdaLS attack multiplies that, so it is kept narrow).
+  Fashion-MNIST); 0.21 M parameters, kept narrow because the AR-AdaLS attack
+  multiplies the cost of every training step.
 - `mlp`: for the 8x8 digits.
 - `resnet20` (He et al. 2016, CIFAR variant, 0.27 M parameters) and
   `wide_resnet` (Zagoruyko & Komodakis 2016; WRN-28-10 is 36 M parameters)
@@ -122,9 +122,7 @@ def resnet20(input_shape=(32, 32, 3), num_classes=10, depth=20, name="resnet20")
     return keras.Model(inputs, logits, name=name)
 
 
-def wide_resnet(
-    input_shape=(32, 32, 3), num_classes=10, depth=28, width=10, name=None
-):
+def wide_resnet(input_shape=(32, 32, 3), num_classes=10, depth=28, width=10, name=None):
     """Wide ResNet (Zagoruyko & Komodakis 2016), pre-activation blocks.
 
     Args:
@@ -182,7 +180,5 @@ def build_backbone(name, input_shape, num_classes):
         A `keras.Model` producing logits.
     """
     if name not in BACKBONES:
-        raise ValueError(
-            f"Unknown backbone {name!r}; valid names: {', '.join(BACKBONES)}."
-        )
+        raise ValueError(f"Unknown backbone {name!r}; valid names: {', '.join(BACKBONES)}.")
     return BACKBONES[name](input_shape=tuple(input_shape), num_classes=num_classes)

@@ -142,9 +142,7 @@ _REFERENCE_SIZE = {"cifar10c": 32, "imagenet_c": 224}
 
 def _check_name(name):
     if not isinstance(name, str) or name not in ALL_CORRUPTIONS:
-        raise ValueError(
-            f"Unknown corruption {name!r}; use one of: {', '.join(ALL_CORRUPTIONS)}."
-        )
+        raise ValueError(f"Unknown corruption {name!r}; use one of: {', '.join(ALL_CORRUPTIONS)}.")
 
 
 def _check_severity(severity):
@@ -153,16 +151,12 @@ def _check_severity(severity):
         or not isinstance(severity, numbers.Integral)
         or not 1 <= severity <= 5
     ):
-        raise ValueError(
-            f"Invalid severity {severity!r}; use an integer from 1 to 5."
-        )
+        raise ValueError(f"Invalid severity {severity!r}; use an integer from 1 to 5.")
 
 
 def _check_table(table):
     if not isinstance(table, str) or table not in _CONSTANTS:
-        raise ValueError(
-            f"Unknown constants table {table!r}; use one of: {', '.join(TABLES)}."
-        )
+        raise ValueError(f"Unknown constants table {table!r}; use one of: {', '.join(TABLES)}.")
 
 
 def _check_seed(seed):
@@ -311,7 +305,7 @@ def _box_weights(in_size, out_size):
     scale = in_f / tf.cast(out_size, tf.float64)
     inv_filterscale = 1.0 / tf.maximum(scale, 1.0)
     center = (tf.cast(tf.range(out_size), tf.float64) + 0.5) * scale
-    t = (tf.cast(tf.range(in_size), tf.float64)[tf.newaxis, :] - center[:, tf.newaxis] + 0.5)
+    t = tf.cast(tf.range(in_size), tf.float64)[tf.newaxis, :] - center[:, tf.newaxis] + 0.5
     t = t * inv_filterscale
     weights = tf.cast((t > -0.5) & (t <= 0.5), tf.float64)
     weights = weights / tf.reduce_sum(weights, axis=1, keepdims=True)
@@ -400,8 +394,10 @@ def _plasma_fractal(key, count, mapsize, wibble_decay):
             tf.random.experimental.stateless_fold_in(key, level), 3
         )
 
-        def wibbled_mean(total, k):
-            noise = tf.random.stateless_uniform(tf.shape(total), seed=k, minval=-1.0, maxval=1.0, dtype=tf.float64)
+        def wibbled_mean(total, k, wibble=wibble):
+            noise = tf.random.stateless_uniform(
+                tf.shape(total), seed=k, minval=-1.0, maxval=1.0, dtype=tf.float64
+            )
             return total / 4.0 + wibble * wibble * noise
 
         right = tf.roll(grid, -1, axis=2)
@@ -581,9 +577,7 @@ def corrupt_dataset(dataset, name, severity, *, seed=0, table="cifar10c"):
         out = _corrupt(image, name, severity, _base_key(seed, index + 1), table)
         return (out, element[1]) if paired else out
 
-    return dataset.enumerate().map(
-        apply, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
-    )
+    return dataset.enumerate().map(apply, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
 
 def held_out_copy(dataset, *, seed=0, table="cifar10c"):
@@ -609,9 +603,7 @@ def held_out_copy(dataset, *, seed=0, table="cifar10c"):
     ...     (tf.random.uniform([20, 28, 28, 1]), tf.range(20)))
     >>> shift_aware = ds.concatenate(held_out_copy(ds, seed=1)).batch(10)
     """
-    combinations = [
-        (name, severity) for name in HELD_OUT_CORRUPTIONS for severity in range(1, 6)
-    ]
+    combinations = [(name, severity) for name in HELD_OUT_CORRUPTIONS for severity in range(1, 6)]
     parts = [
         corrupt_dataset(dataset.shard(len(combinations), k), name, severity, seed=seed, table=table)
         for k, (name, severity) in enumerate(combinations)

@@ -26,7 +26,8 @@ import functools
 import numpy as np
 import tensorflow as tf
 
-SPLITS = ("train", "validation", "test")
+from aradals_tf.choices import SPLITS
+
 DEFAULT_VALIDATION_FRACTION = 0.1
 DEFAULT_TEST_FRACTION = 0.2
 
@@ -157,8 +158,7 @@ DATASETS = {
             "tfds",
             8 / 255,
             _CIFAR10_CLASS_NAMES,
-            "CIFAR-10-C from tfds, as cifar10_corrupted/<corruption>_<1-5>, "
-            "test split only",
+            "CIFAR-10-C from tfds, as cifar10_corrupted/<corruption>_<1-5>, test split only",
             splits=("test",),
         ),
     )
@@ -192,13 +192,9 @@ def dataset_info(name):
     """
     base, config = _split_base_name(name)
     if base not in DATASETS:
-        raise ValueError(
-            f"Unknown dataset {name!r}; valid names: {', '.join(DATASETS)}."
-        )
+        raise ValueError(f"Unknown dataset {name!r}; valid names: {', '.join(DATASETS)}.")
     if config is not None and base != "cifar10_corrupted":
-        raise ValueError(
-            f"Dataset {base!r} has no configurations; use plain {base!r}."
-        )
+        raise ValueError(f"Dataset {base!r} has no configurations; use plain {base!r}.")
     return DATASETS[base]
 
 
@@ -213,8 +209,7 @@ def cifar10_corrupted_configs():
 def _check_split(info, split):
     if split not in info.splits:
         raise ValueError(
-            f"Dataset {info.name!r} has no split {split!r}; "
-            f"valid splits: {', '.join(info.splits)}."
+            f"Dataset {info.name!r} has no split {split!r}; valid splits: {', '.join(info.splits)}."
         )
 
 

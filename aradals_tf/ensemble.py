@@ -4,7 +4,7 @@
   members' logits (the design's choice). `average="probabilities"` instead
   returns `log(mean_m softmax(z_m))`, whose softmax is the mean of the
   members' probabilities (what uncertainty-baselines and torch-uncertainty
-  report); the two differ, and the README reports both.
+  report); the two differ (docs: the ensembles guide).
 - `EnsembleARAdaLSModel(members, ...)`: the ensemble-aware AR-AdaLS mode.
   Robustness is measured by attacking the ensemble's averaged logits, strata
   and the per-stratum eps are shared, every member fits the soft labels of
@@ -14,12 +14,15 @@
   mode is M independent `ARAdaLSModel`s averaged by a `LogitEnsemble`.
 """
 
+import copy
+
 import keras
 import tensorflow as tf
 
 from aradals_tf import training
+from aradals_tf.choices import ENSEMBLE_AVERAGES
 
-AVERAGES = ("logits", "probabilities")
+AVERAGES = ENSEMBLE_AVERAGES
 
 
 @keras.saving.register_keras_serializable(package="aradals_tf")
@@ -51,7 +54,9 @@ class LogitEnsemble(keras.Model):
         outputs = {m.output_shape[-1] if _has_output_shape(m) else None for m in members}
         outputs.discard(None)
         if len(outputs) > 1:
-            raise ValueError(f"Ensemble members must have the same number of classes; got {sorted(outputs)}.")
+            raise ValueError(
+                f"Ensemble members must have the same number of classes; got {sorted(outputs)}."
+            )
         self.members = members
         self.average = average
         self.built = all(m.built for m in members)
@@ -80,7 +85,7 @@ class LogitEnsemble(keras.Model):
 
     @classmethod
     def from_config(cls, config):
-        config = dict(config)
+        config = copy.deepcopy(config)  # deserialisation consumes the dicts it is given
         config["members"] = [keras.saving.deserialize_keras_object(m) for m in config["members"]]
         return cls(**config)
 
@@ -142,6 +147,6 @@ class EnsembleARAdaLSModel(training.ARAdaLSModel):
 
     @classmethod
     def from_config(cls, config):
-        config = dict(config)
+        config = copy.deepcopy(config)  # deserialisation consumes the dicts it is given
         config["members"] = keras.saving.deserialize_keras_object(config["members"])
         return cls(**config)

@@ -1,5 +1,7 @@
 """Calibration metrics in TensorFlow, and a Keras metric for ECE.
 
+(Calibration per robustness bin, the paper's diagnostic, is in `diagnostics`.)
+
 All functions take `(labels, probs)`: int class indices of shape `[n]` and
 class probabilities of shape `[n, num_classes]` (or logits with
 `from_logits=True`). They return fractions (0.02 is 2 % ECE) as float32
@@ -36,8 +38,12 @@ def _assert(condition, message):
         tf.debugging.Assert(condition, [message])
 
 
-def _prepare(labels, probs, from_logits):
-    """Checks inputs; returns `(labels int32 [n], log_probs, probs)`."""
+def check_inputs(labels, probs, from_logits=False):
+    """Checks `(labels, probs)` as every metric here does.
+
+    Returns:
+        `(labels int32 [n], log_probs or None, probs)`.
+    """
     probs = tf.convert_to_tensor(probs)
     if not probs.dtype.is_floating:
         probs = tf.cast(probs, tf.float32)
@@ -51,8 +57,7 @@ def _prepare(labels, probs, from_logits):
     labels = tf.cast(tf.reshape(labels, [-1]), tf.int32)
     if probs.shape.rank != 2:
         raise ValueError(
-            "probs must have shape [num_examples, num_classes]; got shape "
-            f"{probs.shape}."
+            f"probs must have shape [num_examples, num_classes]; got shape {probs.shape}."
         )
     num_classes = tf.shape(probs)[1]
     _assert(
@@ -94,9 +99,7 @@ def top_label(probs):
     class_index = tf.range(num_classes, dtype=tf.int32)
     # tf.argmax does not promise which index wins a tie; this does.
     is_max = probs >= confidence[:, None]
-    prediction = tf.reduce_min(
-        tf.where(is_max, class_index[None, :], num_classes), axis=-1
-    )
+    prediction = tf.reduce_min(tf.where(is_max, class_index[None, :], num_classes), axis=-1)
     return confidence, prediction
 
 
@@ -112,7 +115,7 @@ def bin_statistics(labels, probs, num_bins=DEFAULT_NUM_BINS, from_logits=False):
     Returns:
         `(count, correct, confidence_sum)`, each float32 `[num_bins]`.
     """
-    labels, _, probs = _prepare(labels, probs, from_logits)
+    labels, _, probs = check_inputs(labels, probs, from_logits)
     return _bin_statistics(labels, probs, num_bins)
 
 
@@ -128,9 +131,7 @@ def _bin_statistics(labels, probs, num_bins, sample_weight=None):
     )
     count = tf.math.unsorted_segment_sum(weight, bins, num_bins)
     correct_sum = tf.math.unsorted_segment_sum(weight * correct, bins, num_bins)
-    confidence_sum = tf.math.unsorted_segment_sum(
-        weight * confidence, bins, num_bins
-    )
+    confidence_sum = tf.math.unsorted_segment_sum(weight * confidence, bins, num_bins)
     return count, correct_sum, confidence_sum
 
 
@@ -149,9 +150,7 @@ def ece_from_statistics(count, correct, confidence_sum):
     return tf.reduce_sum(weight * gap)
 
 
-def expected_calibration_error(
-    labels, probs, num_bins=DEFAULT_NUM_BINS, from_logits=False
-):
+def expected_calibration_error(labels, probs, num_bins=DEFAULT_NUM_BINS, from_logits=False):
     """Expected calibration error with equal-width confidence bins.
 
     `ECE = sum_m |B_m| / n * |acc(B_m) - conf(B_m)|` over non-empty bins
@@ -176,9 +175,7 @@ def expected_calibration_error(
     return ece_from_statistics(*counts)
 
 
-def maximum_calibration_error(
-    labels, probs, num_bins=DEFAULT_NUM_BINS, from_logits=False
-):
+def maximum_calibration_error(labels, probs, num_bins=DEFAULT_NUM_BINS, from_logits=False):
     """Maximum calibration error: the largest |acc - conf| over non-empty bins.
 
     Bins, confidence and tie conventions as in `expected_calibration_error`.
@@ -192,15 +189,11 @@ def maximum_calibration_error(
     Returns:
         A float32 scalar in [0, 1].
     """
-    gap, _ = _gap_from_statistics(
-        *bin_statistics(labels, probs, num_bins, from_logits)
-    )
+    gap, _ = _gap_from_statistics(*bin_statistics(labels, probs, num_bins, from_logits))
     return tf.reduce_max(gap)
 
 
-def adaptive_calibration_error(
-    labels, probs, num_bins=DEFAULT_NUM_BINS, from_logits=False
-):
+def adaptive_calibration_error(labels, probs, num_bins=DEFAULT_NUM_BINS, from_logits=False):
     """ECE with equal-mass (adaptive) bins.
 
     Examples are sorted by top-label confidence and cut into `num_bins` bins
@@ -219,7 +212,7 @@ def adaptive_calibration_error(
     Returns:
         A float32 scalar in [0, 1].
     """
-    labels, _, probs = _prepare(labels, probs, from_logits)
+    labels, _, probs = check_inputs(labels, probs, from_logits)
     confidence, prediction = top_label(probs)
     confidence = tf.cast(confidence, tf.float32)
     correct = tf.cast(tf.equal(prediction, labels), tf.float32)
@@ -248,7 +241,7 @@ def negative_log_likelihood(labels, probs, from_logits=False):
     Returns:
         A float32 scalar (nats).
     """
-    labels, log_probs, probs = _prepare(labels, probs, from_logits)
+    labels, log_probs, probs = check_inputs(labels, probs, from_logits)
     if log_probs is None:
         log_probs = tf.math.log(tf.maximum(probs, 1e-12))
     picked = tf.gather(log_probs, labels[:, None], batch_dims=1)
@@ -269,7 +262,7 @@ def brier_score(labels, probs, from_logits=False):
     Returns:
         A float32 scalar.
     """
-    labels, _, probs = _prepare(labels, probs, from_logits)
+    labels, _, probs = check_inputs(labels, probs, from_logits)
     onehot = tf.one_hot(labels, tf.shape(probs)[1], dtype=probs.dtype)
     return tf.cast(
         tf.reduce_mean(tf.reduce_sum(tf.square(probs - onehot), axis=-1)),
@@ -288,14 +281,12 @@ def accuracy(labels, probs, from_logits=False):
     Returns:
         A float32 scalar in [0, 1].
     """
-    labels, _, probs = _prepare(labels, probs, from_logits)
+    labels, _, probs = check_inputs(labels, probs, from_logits)
     _, prediction = top_label(probs)
     return tf.reduce_mean(tf.cast(tf.equal(prediction, labels), tf.float32))
 
 
-def reliability_diagram_data(
-    labels, probs, num_bins=DEFAULT_NUM_BINS, from_logits=False
-):
+def reliability_diagram_data(labels, probs, num_bins=DEFAULT_NUM_BINS, from_logits=False):
     """The numbers behind a reliability diagram.
 
     Args:
@@ -308,9 +299,7 @@ def reliability_diagram_data(
         A dict of numpy arrays and floats: `edges` (`num_bins + 1`), `count`,
         `accuracy` and `confidence` per bin (NaN for empty bins), `ece`.
     """
-    count, correct, confidence_sum = bin_statistics(
-        labels, probs, num_bins, from_logits
-    )
+    count, correct, confidence_sum = bin_statistics(labels, probs, num_bins, from_logits)
     ece = float(ece_from_statistics(count, correct, confidence_sum))
     count = count.numpy()
     with_data = count > 0
@@ -341,9 +330,7 @@ def calibration_summary(labels, logits, num_bins=DEFAULT_NUM_BINS):
         "count": int(tf.shape(logits)[0]),
         "accuracy": float(accuracy(labels, logits, **kwargs)),
         "ece": float(expected_calibration_error(labels, logits, num_bins, **kwargs)),
-        "adaptive_ece": float(
-            adaptive_calibration_error(labels, logits, num_bins, **kwargs)
-        ),
+        "adaptive_ece": float(adaptive_calibration_error(labels, logits, num_bins, **kwargs)),
         "mce": float(maximum_calibration_error(labels, logits, num_bins, **kwargs)),
         "nll": float(negative_log_likelihood(labels, logits, **kwargs)),
         "brier": float(brier_score(labels, logits, **kwargs)),
@@ -379,9 +366,7 @@ class ExpectedCalibrationError(keras.metrics.Metric):
     soft labels `[n, k]` (their argmax is used).
     """
 
-    def __init__(
-        self, num_bins=DEFAULT_NUM_BINS, from_logits=False, name="ece", dtype=None
-    ):
+    def __init__(self, num_bins=DEFAULT_NUM_BINS, from_logits=False, name="ece", dtype=None):
         super().__init__(name=name, dtype=dtype)
         if int(num_bins) < 1:
             raise ValueError(f"num_bins must be >= 1; got {num_bins}.")
@@ -406,9 +391,7 @@ class ExpectedCalibrationError(keras.metrics.Metric):
         probs = tf.cast(y_pred, tf.float32)
         if self.from_logits:
             probs = tf.nn.softmax(probs, axis=-1)
-        count, correct, confidence = _bin_statistics(
-            labels, probs, self.num_bins, sample_weight
-        )
+        count, correct, confidence = _bin_statistics(labels, probs, self.num_bins, sample_weight)
         self.bin_count.assign_add(count)
         self.bin_correct.assign_add(correct)
         self.bin_confidence.assign_add(confidence)
@@ -428,85 +411,3 @@ class ExpectedCalibrationError(keras.metrics.Metric):
         config = super().get_config()
         config.update({"num_bins": self.num_bins, "from_logits": self.from_logits})
         return config
-
-
-def _equal_size_bin_table(labels, probs, sort_key, num_bins, ece_bins, key_name):
-    """Per-bin calibration of equal-size bins of examples ordered by `sort_key`."""
-    confidence, prediction = top_label(probs)
-    correct = tf.cast(tf.equal(prediction, labels), tf.float32)
-    n = int(tf.shape(labels)[0])
-    if n < num_bins:
-        raise ValueError(f"Need at least num_bins = {num_bins} examples; got {n}.")
-    order = tf.argsort(sort_key, stable=True).numpy()
-    key = np.asarray(sort_key)
-    rows = []
-    for index, members in enumerate(np.array_split(order, num_bins)):
-        members = tf.constant(members)
-        bin_labels = tf.gather(labels, members)
-        bin_probs = tf.gather(probs, members)
-        accuracy_value = float(tf.reduce_mean(tf.gather(correct, members)))
-        confidence_value = float(tf.reduce_mean(tf.gather(confidence, members)))
-        rows.append(
-            {
-                "bin": index,
-                "count": int(members.shape[0]),
-                f"{key_name}_min": float(key[members.numpy()].min()),
-                f"{key_name}_max": float(key[members.numpy()].max()),
-                "accuracy": accuracy_value,
-                "confidence": confidence_value,
-                "gap": confidence_value - accuracy_value,
-                "ece": float(_ece_of(bin_labels, bin_probs, ece_bins)),
-            }
-        )
-    return rows
-
-
-def _ece_of(labels, probs, num_bins):
-    return ece_from_statistics(*_bin_statistics(labels, probs, num_bins))
-
-
-def calibration_by_robustness(
-    labels,
-    probs,
-    robustness,
-    num_bins=10,
-    from_logits=False,
-    ece_bins=DEFAULT_NUM_BINS,
-):
-    """Calibration per robustness bin, and per confidence bin for contrast.
-
-    Examples are sorted by robustness radius (`inf`, never flipped, last; ties
-    in input order) and cut into `num_bins` bins of equal size (sizes differ by
-    at most one); the same is done by top-label confidence. For each bin:
-    `count`, the key's range, `accuracy`, mean `confidence`,
-    `gap = confidence - accuracy` (> 0: over-confident) and the bin's own
-    `ece` (`ece_bins` equal-width bins). AR-AdaLS's finding is that the least
-    robust bins are the over-confident ones.
-
-    Args:
-        labels: int class indices, `[n]`.
-        probs: probabilities `[n, k]` (logits with `from_logits=True`).
-        robustness: per-example radius, `[n]` (e.g. from
-            `robustness.adversarial_robustness`).
-        num_bins: number of equal-size bins (10 by default).
-        from_logits: whether `probs` holds logits.
-        ece_bins: bins of each bin's ECE.
-
-    Returns:
-        `{"by_robustness": [row, ...], "by_confidence": [row, ...]}`, rows as
-        dicts of Python numbers; robustness rows have `radius_min/max`,
-        confidence rows `confidence_min/max`.
-    """
-    labels, _, probs = _prepare(labels, probs, from_logits)
-    robustness = tf.reshape(tf.cast(robustness, tf.float32), [-1])
-    if int(robustness.shape[0]) != int(labels.shape[0]):
-        raise ValueError("robustness must have one value per example.")
-    confidence, _ = top_label(probs)
-    return {
-        "by_robustness": _equal_size_bin_table(
-            labels, probs, robustness, num_bins, ece_bins, "radius"
-        ),
-        "by_confidence": _equal_size_bin_table(
-            labels, probs, confidence, num_bins, ece_bins, "confidence"
-        ),
-    }

@@ -72,9 +72,7 @@ def reliability_diagrams(panels, path, suptitle=None):
     Returns:
         `path`.
     """
-    figure, axes = plt.subplots(
-        1, len(panels), figsize=(4.6 * len(panels), 4.4), squeeze=False
-    )
+    figure, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 4.4), squeeze=False)
     for axis, (title, data) in zip(axes[0], panels.items()):
         _reliability_panel(axis, data, title)
     if suptitle:
@@ -164,7 +162,11 @@ def eps_per_stratum(records, path, title=None):
     colors = plt.cm.viridis(np.linspace(0, 1, len(strata)))
     for stratum, color in zip(strata, colors):
         label = f"stratum {stratum}" + (
-            " (least robust)" if stratum == strata[0] else " (most robust)" if stratum == strata[-1] else ""
+            " (least robust)"
+            if stratum == strata[0]
+            else " (most robust)"
+            if stratum == strata[-1]
+            else ""
         )
         axis.plot(
             epochs,
@@ -208,12 +210,18 @@ def comparison(summary, path):
     for index, (key, label, color) in enumerate(series):
         means = [100 * summary["methods"][m][key]["ece"][0] for m in methods]
         stds = [100 * summary["methods"][m][key]["ece"][1] for m in methods]
-        axis.bar(positions + (index - (len(series) - 1) / 2) * width, means, width, yerr=stds, capsize=3, color=color, label=label)
+        axis.bar(
+            positions + (index - (len(series) - 1) / 2) * width,
+            means,
+            width,
+            yerr=stds,
+            capsize=3,
+            color=color,
+            label=label,
+        )
     axis.set_xticks(positions, methods)
     axis.set_ylabel("ECE % (15 bins)")
-    axis.set_title(
-        f"{summary['dataset']}: test ECE, mean of {len(summary['seeds'])} seeds"
-    )
+    axis.set_title(f"{summary['dataset']}: test ECE, mean of {len(summary['seeds'])} seeds")
     axis.legend(fontsize=8)
     figure.tight_layout()
     _save(figure, path)

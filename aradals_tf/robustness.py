@@ -29,30 +29,31 @@ import tensorflow as tf
 from cleverhans.tf2.utils import clip_eta
 from cleverhans.tf2.utils import optimize_linear
 
-NORMS = {"inf": np.inf, "2": 2}
+from aradals_tf.choices import ATTACK_LOSSES
+from aradals_tf.choices import NORMS
+
+_NORM_ORDERS = {"inf": np.inf, "2": 2}
 
 
 def _cross_entropy(reference, logits):
     return tf.nn.sparse_softmax_cross_entropy_with_logits(labels=reference, logits=logits)
 
 
-def _margin(reference, logits):
+def margin_loss(reference, logits):
     """Best other logit minus the reference logit (Carlini-Wagner's margin)."""
     reference_logit = tf.gather(logits, reference[:, None], batch_dims=1)[:, 0]
-    others = tf.where(
-        tf.one_hot(reference, tf.shape(logits)[-1]) > 0, -np.inf, logits
-    )
+    others = tf.where(tf.one_hot(reference, tf.shape(logits)[-1]) > 0, -np.inf, logits)
     return tf.reduce_max(others, axis=-1) - reference_logit
 
 
-ATTACK_LOSSES = {"cross_entropy": _cross_entropy, "margin": _margin}
+_LOSS_FUNCTIONS = {"cross_entropy": _cross_entropy, "margin": margin_loss}
 
 
 def _norm_order(norm):
     key = "inf" if norm in (np.inf, "inf", "linf", "Linf") else str(norm)
     if key not in NORMS:
         raise ValueError(f"norm must be 'inf' or 2; got {norm!r}.")
-    return NORMS[key]
+    return _NORM_ORDERS[key]
 
 
 def check_attack_settings(eps_max, steps, norm="inf", clip_min=0.0, clip_max=1.0):
@@ -80,8 +81,7 @@ def _logits(model, x):
     if isinstance(logits, (list, tuple, dict)) or logits.shape.rank != 2:
         shape = getattr(logits, "shape", type(logits).__name__)
         raise ValueError(
-            "The model must output logits of shape [batch, num_classes]; got "
-            f"{shape}."
+            f"The model must output logits of shape [batch, num_classes]; got {shape}."
         )
     return logits
 
@@ -110,7 +110,7 @@ def growing_radius_attack(
     step_size = eps_max / steps
     batch = tf.shape(x)[0]
 
-    loss_fn = ATTACK_LOSSES[loss]
+    loss_fn = _LOSS_FUNCTIONS[loss]
 
     def logits_and_gradient(inputs, reference):
         with tf.GradientTape() as tape:
@@ -182,7 +182,7 @@ def prediction_margin(logits):
     """Per-example predicted logit minus the best other logit (>= 0), float32."""
     logits32 = tf.cast(logits, tf.float32)
     prediction = tf.argmax(logits32, axis=-1, output_type=tf.int32)
-    return -_margin(prediction, logits32)
+    return -margin_loss(prediction, logits32)
 
 
 def radius_from_margin(margin, gradient, norm="inf"):
@@ -231,7 +231,7 @@ def fit_first_order_scale(
 
     The first-order estimate is a linearisation; on ReLU networks it is
     systematically smaller than the radius at which the growing-radius attack
-    first flips the prediction (by about a quarter on the mnist5k CNNs), so
+    first flips the prediction, so
     `levels_from_radius(first_order_radius(...))` sits below the attack's
     levels and equal-mass strata cut the data elsewhere. This returns the
     scale `s` (searched on a 0.01 grid in [0.5, 4]) at which the mean level
@@ -242,8 +242,12 @@ def fit_first_order_scale(
     Args:
         model: a callable producing logits.
         x: a batch of inputs in `[clip_min, clip_max]`.
-        eps_max, steps, norm, clip_min, clip_max, loss: the attack's settings
-            (`adversarial_robustness`).
+        eps_max: the attack's largest radius (`adversarial_robustness`).
+        steps: the attack's steps.
+        norm: `"inf"` or `"2"`.
+        clip_min: smallest valid input value.
+        clip_max: largest valid input value.
+        loss: the attack's loss, `"margin"` or `"cross_entropy"`.
 
     Returns:
         `(scale, exact_agreement)`: the float scale and the fraction of
@@ -254,8 +258,14 @@ def fit_first_order_scale(
     >>> scale, agreement = fit_first_order_scale(model, validation_images, eps_max=0.3)
     """
     _, attack_level = adversarial_robustness(
-        model, x, eps_max=eps_max, steps=steps, norm=norm,
-        clip_min=clip_min, clip_max=clip_max, loss=loss,
+        model,
+        x,
+        eps_max=eps_max,
+        steps=steps,
+        norm=norm,
+        clip_min=clip_min,
+        clip_max=clip_max,
+        loss=loss,
     )
     attack_level = np.asarray(attack_level)
     radius, _ = first_order_radius(model, x, norm=norm)
@@ -361,10 +371,9 @@ def adversarial_robustness(
             logit minus the reference logit, or `"cross_entropy"` of the
             reference class (cleverhans's default). The margin's gradient
             points at the nearest competing class and does not vanish on very
-            confident inputs: on a 10-class linear model (whose exact L-inf
-            distance to the boundary is known) the margin attack brackets the
-            exact distance within one radius step for 99.9 % of inputs,
-            cross-entropy for 90.6 % (100 % for both with 2 or 3 classes).
+            confident inputs (on a linear model, whose exact L-inf distance
+            to the boundary is known, it brackets that distance more often
+            than cross-entropy does; docs: measuring robustness).
 
     Returns:
         `(radius, level)`: float32 `[batch]` radius (`inf` where the

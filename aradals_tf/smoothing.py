@@ -6,6 +6,8 @@ a scalar (uniform label smoothing) or one value per example (AR-AdaLS).
 
 import tensorflow as tf
 
+from aradals_tf.choices import EPS_UPDATES
+
 
 def soft_labels(labels, num_classes, eps):
     """Smoothed one-hot targets.
@@ -104,14 +106,9 @@ def stratum_calibration(strata, confidence, correct, num_strata):
     ones = tf.ones_like(strata, tf.float32)
     count = tf.math.unsorted_segment_sum(ones, strata, num_strata)
     safe = tf.maximum(count, 1.0)
-    confidence = tf.math.unsorted_segment_sum(
-        tf.cast(confidence, tf.float32), strata, num_strata
-    )
+    confidence = tf.math.unsorted_segment_sum(tf.cast(confidence, tf.float32), strata, num_strata)
     accuracy = tf.math.unsorted_segment_sum(tf.cast(correct, tf.float32), strata, num_strata)
     return count, confidence / safe, accuracy / safe
-
-
-EPS_UPDATES = ("additive", "relative")
 
 
 def update_eps(eps, confidence, accuracy, count, alpha, eps_cap, rule="additive"):

@@ -63,9 +63,7 @@ def fit_temperature(logits, labels, max_iterations=200, tolerance=1e-10):
     labels = tf.cast(tf.reshape(tf.convert_to_tensor(labels), [-1]), tf.int32)
 
     def value_and_gradients(position):
-        return tfp.math.value_and_gradient(
-            lambda p: _scaled_nll(p[0], logits, labels), position
-        )
+        return tfp.math.value_and_gradient(lambda p: _scaled_nll(p[0], logits, labels), position)
 
     result = tfp.optimizer.lbfgs_minimize(
         value_and_gradients,
@@ -82,9 +80,7 @@ def fit_temperature(logits, labels, max_iterations=200, tolerance=1e-10):
             stacklevel=2,
         )
         temperature = min(max(temperature, MIN_TEMPERATURE), MAX_TEMPERATURE)
-    if temperature_nll(logits, labels, temperature) > temperature_nll(
-        logits, labels, 1.0
-    ):
+    if temperature_nll(logits, labels, temperature) > temperature_nll(logits, labels, 1.0):
         temperature = 1.0
     return temperature
 
@@ -112,9 +108,7 @@ class TemperatureScaling(keras.layers.Layer):
         super().__init__(**kwargs)
         temperature = float(temperature)
         if not temperature > 0 or temperature == float("inf"):
-            raise ValueError(
-                f"temperature must be a finite number > 0; got {temperature}."
-            )
+            raise ValueError(f"temperature must be a finite number > 0; got {temperature}.")
         self._initial_temperature = temperature
         self.temperature = self.add_weight(
             shape=(),

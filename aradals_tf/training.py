@@ -1,148 +1,29 @@
-"""Training: AR-AdaLS as a Keras model, its callbacks, and the baselines.
+"""Training models: AR-AdaLS as a Keras model, and the mixup baseline.
 
 - `ARAdaLSModel(backbone, ...)`: a `keras.Model` whose `train_step` measures
   the robustness of each batch with the growing-radius cleverhans attack (or a
   cheaper estimate), puts every example into its robustness stratum and trains
   on per-example soft labels `(1 - eps_r) onehot + eps_r / K`.
-- `AdaptiveSmoothing(validation_data)`: the callback that, after every epoch,
-  moves each stratum's eps by `alpha (conf_r - acc_r)` measured on validation
-  data (or by the relative step of `smoothing.update_eps`).
-- Baselines in the same framework: `MixupModel`, and the losses
-  `SparseLabelSmoothingCrossentropy` and `SparseFocalCrossentropy` for a plain
-  backbone.
+- `MixupModel`: the mixup baseline in the same framework.
+- `StrataThresholds`: the callback that `ARAdaLSModel.fit` adds to turn each
+  epoch's histogram of training robustness into stratum thresholds.
 
-Every loss here takes integer class labels, so one dataset of
-`(image, label)` serves every method.
+Their eps adapts with the `adaptive_smoothing.AdaptiveSmoothing` callback;
+the losses live in `losses`.
 """
 
-import weakref
+import copy
 
 import keras
 import numpy as np
 import tensorflow as tf
 
+from aradals_tf import losses
 from aradals_tf import robustness
 from aradals_tf import smoothing
-
-ROBUSTNESS_ESTIMATES = ("attack", "first_order")
-
-
-def _flat_labels(y_true):
-    return tf.reshape(tf.cast(y_true, tf.int32), [-1])
-
-
-def _is_soft_target(y_true, y_pred):
-    """Whether y_true already holds per-class targets (else int labels)."""
-    return (
-        y_true.dtype.is_floating
-        and y_true.shape.rank == y_pred.shape.rank
-        and y_true.shape[-1] is not None
-        and y_true.shape[-1] == y_pred.shape[-1]
-        and y_true.shape[-1] != 1
-    )
-
-
-@keras.saving.register_keras_serializable(package="aradals_tf")
-class SoftTargetCrossentropy(keras.losses.Loss):
-    """Cross-entropy on logits against soft targets or integer labels.
-
-    `y_true` is either a `[n, K]` float target distribution (what the
-    training models' `train_step` passes) or int labels `[n]` / `[n, 1]`
-    (what `evaluate` passes; they become one-hot). Being a Keras `Loss`, it is
-    scaled correctly under `tf.distribute`.
-
-    Args:
-        name: loss name.
-        **kwargs: base `Loss` arguments.
-    """
-
-    def __init__(self, name="soft_target_crossentropy", **kwargs):
-        super().__init__(name=name, **kwargs)
-
-    def call(self, y_true, y_pred):
-        y_true = tf.convert_to_tensor(y_true)
-        if _is_soft_target(y_true, y_pred):
-            targets = tf.cast(y_true, y_pred.dtype)
-        else:
-            targets = tf.one_hot(_flat_labels(y_true), tf.shape(y_pred)[-1], dtype=y_pred.dtype)
-        return keras.losses.categorical_crossentropy(targets, y_pred, from_logits=True)
-
-
-@keras.saving.register_keras_serializable(package="aradals_tf")
-class SparseLabelSmoothingCrossentropy(keras.losses.Loss):
-    """Cross-entropy against uniformly smoothed targets, from integer labels.
-
-    Keras's `SparseCategoricalCrossentropy` has no `label_smoothing`; this is
-    `CategoricalCrossentropy(label_smoothing=eps)` on `onehot(y_true)`.
-
-    Args:
-        label_smoothing: eps in [0, 1]; targets `(1 - eps) onehot + eps / K`.
-        from_logits: whether `y_pred` holds logits (else probabilities).
-        name: loss name.
-        **kwargs: base `Loss` arguments (`reduction`, `dtype`).
-    """
-
-    def __init__(
-        self,
-        label_smoothing=0.1,
-        from_logits=True,
-        name="sparse_label_smoothing_crossentropy",
-        **kwargs,
-    ):
-        super().__init__(name=name, **kwargs)
-        if not 0.0 <= float(label_smoothing) <= 1.0:
-            raise ValueError(
-                f"label_smoothing must be in [0, 1]; got {label_smoothing}."
-            )
-        self.label_smoothing = float(label_smoothing)
-        self.from_logits = bool(from_logits)
-
-    def call(self, y_true, y_pred):
-        targets = smoothing.soft_labels(
-            _flat_labels(y_true), tf.shape(y_pred)[-1], self.label_smoothing
-        )
-        return keras.losses.categorical_crossentropy(
-            targets, y_pred, from_logits=self.from_logits
-        )
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            {"label_smoothing": self.label_smoothing, "from_logits": self.from_logits}
-        )
-        return config
-
-
-@keras.saving.register_keras_serializable(package="aradals_tf")
-class SparseFocalCrossentropy(keras.losses.Loss):
-    """Focal loss (Lin et al. 2017) from integer labels, on logits.
-
-    `-(1 - p_y)^gamma log p_y`; Mukhoti et al. (2020) showed it improves
-    calibration (gamma = 3 there). Keras's categorical focal loss on one-hot
-    labels with `alpha = 1`.
-
-    Args:
-        gamma: focusing parameter >= 0 (0 is plain cross-entropy).
-        name: loss name.
-        **kwargs: base `Loss` arguments.
-    """
-
-    def __init__(self, gamma=3.0, name="sparse_focal_crossentropy", **kwargs):
-        super().__init__(name=name, **kwargs)
-        if not float(gamma) >= 0:
-            raise ValueError(f"gamma must be >= 0; got {gamma}.")
-        self.gamma = float(gamma)
-
-    def call(self, y_true, y_pred):
-        onehot = tf.one_hot(_flat_labels(y_true), tf.shape(y_pred)[-1], dtype=y_pred.dtype)
-        return keras.losses.categorical_focal_crossentropy(
-            onehot, y_pred, alpha=1.0, gamma=self.gamma, from_logits=True
-        )
-
-    def get_config(self):
-        config = super().get_config()
-        config["gamma"] = self.gamma
-        return config
+from aradals_tf.choices import ATTACK_LOSSES
+from aradals_tf.choices import EPS_UPDATES
+from aradals_tf.choices import ROBUSTNESS_ESTIMATES
 
 
 class SoftTargetModel(keras.Model):
@@ -179,12 +60,14 @@ class SoftTargetModel(keras.Model):
         return self.backbone(inputs, training=training)
 
     def compile(self, optimizer="rmsprop", loss="auto", metrics=None, **kwargs):
-        if loss not in ("auto", None) and not isinstance(loss, SoftTargetCrossentropy):
+        if loss not in ("auto", None) and not isinstance(loss, losses.SoftTargetCrossentropy):
             raise ValueError(
                 f"{type(self).__name__} trains with its own per-example soft-label "
                 f"cross-entropy; call compile() without `loss=` (got loss={loss!r})."
             )
-        super().compile(optimizer=optimizer, loss=SoftTargetCrossentropy(), metrics=metrics, **kwargs)
+        super().compile(
+            optimizer=optimizer, loss=losses.SoftTargetCrossentropy(), metrics=metrics, **kwargs
+        )
 
     def compile_from_config(self, config):
         # Keras skips compile() on load when it is overridden; ours accepts
@@ -219,7 +102,7 @@ class SoftTargetModel(keras.Model):
 
     def train_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        labels = _flat_labels(y)
+        labels = losses.flat_labels(y)
         inputs, targets, metric_labels = self.soft_targets(x, labels)
         with tf.GradientTape() as tape:
             member_logits, logits, targets = self.forward_with_targets(inputs, targets, labels)
@@ -257,7 +140,9 @@ class SoftTargetModel(keras.Model):
 
     @classmethod
     def from_config(cls, config):
-        config = dict(config)
+        # Keras's deserialisation consumes the dict it is given: copy it, so
+        # that the caller's config stays intact.
+        config = copy.deepcopy(config)
         config["backbone"] = keras.saving.deserialize_keras_object(config["backbone"])
         return cls(**config)
 
@@ -287,9 +172,7 @@ class MixupModel(SoftTargetModel):
 
     def soft_targets(self, x, labels):
         lam = keras.random.beta((), self.alpha, self.alpha, seed=self.seed_generator)
-        permutation = keras.random.shuffle(
-            tf.range(tf.shape(labels)[0]), seed=self.seed_generator
-        )
+        permutation = keras.random.shuffle(tf.range(tf.shape(labels)[0]), seed=self.seed_generator)
         onehot = tf.one_hot(labels, self.num_classes)
         mixed_x = lam * x + (1.0 - lam) * tf.gather(x, permutation)
         mixed_targets = lam * onehot + (1.0 - lam) * tf.gather(onehot, permutation)
@@ -391,9 +274,9 @@ class ARAdaLSModel(SoftTargetModel):
             )
         if not float(alpha) >= 0:
             raise ValueError(f"alpha must be >= 0; got {alpha}.")
-        if eps_update not in smoothing.EPS_UPDATES:
+        if eps_update not in EPS_UPDATES:
             raise ValueError(
-                f"eps_update must be one of {', '.join(smoothing.EPS_UPDATES)}; got {eps_update!r}."
+                f"eps_update must be one of {', '.join(EPS_UPDATES)}; got {eps_update!r}."
             )
         if robustness_estimate not in ROBUSTNESS_ESTIMATES:
             raise ValueError(
@@ -402,9 +285,9 @@ class ARAdaLSModel(SoftTargetModel):
             )
         if not float(first_order_scale) > 0:
             raise ValueError(f"first_order_scale must be > 0; got {first_order_scale}.")
-        if attack_loss not in robustness.ATTACK_LOSSES:
+        if attack_loss not in ATTACK_LOSSES:
             raise ValueError(
-                f"attack_loss must be one of {', '.join(robustness.ATTACK_LOSSES)}; got {attack_loss!r}."
+                f"attack_loss must be one of {', '.join(ATTACK_LOSSES)}; got {attack_loss!r}."
             )
         self.num_strata = int(num_strata)
         self.eps_max = eps_max
@@ -421,7 +304,9 @@ class ARAdaLSModel(SoftTargetModel):
         self.clip_max = clip_max
         levels = attack_steps + 1
         # Before the first histogram: thresholds spread evenly over the levels.
-        initial = [min(levels - 1, (r * levels) // self.num_strata) for r in range(1, self.num_strata)]
+        initial = [
+            min(levels - 1, (r * levels) // self.num_strata) for r in range(1, self.num_strata)
+        ]
         self.stratum_eps = self.add_weight(
             shape=(self.num_strata,),
             initializer=keras.initializers.Constant(self.eps_init),
@@ -508,7 +393,9 @@ class ARAdaLSModel(SoftTargetModel):
             member_logits, logits = self.training_logits(inputs)
             margin = robustness.prediction_margin(logits)
             total = tf.reduce_sum(margin)
-        radius = robustness.radius_from_margin(margin, input_tape.gradient(total, inputs), self.norm)
+        radius = robustness.radius_from_margin(
+            margin, input_tape.gradient(total, inputs), self.norm
+        )
         level = self.levels_from_first_order_radius(radius)  # int: no gradient
         return member_logits, logits, self.targets_of_levels(level, labels)
 
@@ -534,7 +421,7 @@ class ARAdaLSModel(SoftTargetModel):
         """
         callbacks = list(callbacks or [])
         strata = [c for c in callbacks if isinstance(c, StrataThresholds)] or [StrataThresholds()]
-        adaptive = [c for c in callbacks if isinstance(c, AdaptiveSmoothing)]
+        adaptive = [c for c in callbacks if isinstance(c, EpsUpdateCallback)]
         others = [c for c in callbacks if c not in strata and c not in adaptive]
         return super().fit(*args, callbacks=strata + adaptive + others, **kwargs)
 
@@ -576,123 +463,11 @@ class StrataThresholds(keras.callbacks.Callback):
         self.model.update_strata_thresholds()
 
 
-def _batched(validation_data, batch_size):
-    """A batched dataset from `(x, y)` arrays or a (batched or not) tf.data.Dataset."""
-    if isinstance(validation_data, tf.data.Dataset):
-        image_spec = validation_data.element_spec[0]
-        if image_spec.shape.rank is not None and image_spec.shape.rank >= 2 and image_spec.shape[0] is None:
-            return validation_data  # already batched
-        return validation_data.batch(batch_size)
-    if isinstance(validation_data, (tuple, list)) and len(validation_data) == 2:
-        return tf.data.Dataset.from_tensor_slices(
-            (np.asarray(validation_data[0], np.float32), np.asarray(validation_data[1]))
-        ).batch(batch_size)
-    raise ValueError(
-        "validation_data must be a tf.data.Dataset of (x, y) or a tuple (x, y) of arrays."
-    )
+class EpsUpdateCallback(keras.callbacks.Callback):
+    """Base of the callbacks that update eps at an epoch end.
 
-
-# model -> its compiled `robustness_levels`: a new tf.function per epoch would
-# retrace every time (0.14 s of a 0.20 s scoring pass on mnist5k, measured).
-_SCORING_FUNCTIONS = weakref.WeakKeyDictionary()
-
-
-def _scoring_function(model):
-    if model not in _SCORING_FUNCTIONS:
-        model_ref = weakref.ref(model)  # the cache must not keep the model alive
-
-        @tf.function(reduce_retracing=True)
-        def score(x):
-            return model_ref().robustness_levels(x)
-
-        _SCORING_FUNCTIONS[model] = score
-    return _SCORING_FUNCTIONS[model]
-
-
-def stratum_statistics(model, validation_data, batch_size=500):
-    """Per-stratum validation count, mean confidence and accuracy of a model.
-
-    Robustness is measured with the model's own estimator and current
-    weights, and bucketed with its current thresholds.
-
-    Args:
-        model: an `ARAdaLSModel`.
-        validation_data: `(x, y)` arrays or a dataset of `(x, y)`.
-        batch_size: batch size when `validation_data` is unbatched.
-
-    Returns:
-        `(count, confidence, accuracy)`, float32 numpy `[R]` each.
+    `ARAdaLSModel.fit` runs them right after `StrataThresholds`, so they
+    bucket validation data with the epoch's new thresholds, and before the
+    user's other callbacks, so their logs reach `History`, `CSVLogger` and
+    `TensorBoard`. `adaptive_smoothing.AdaptiveSmoothing` is one.
     """
-    score = _scoring_function(model)
-    strata, confidence, correct = [], [], []
-    for x, y in _batched(validation_data, batch_size):
-        level, logits = score(x)
-        probs = tf.nn.softmax(tf.cast(logits, tf.float32))
-        strata.append(model.strata_of(level))
-        confidence.append(tf.reduce_max(probs, axis=-1))
-        correct.append(tf.equal(tf.argmax(probs, axis=-1, output_type=tf.int32), _flat_labels(y)))
-    count, mean_confidence, accuracy = smoothing.stratum_calibration(
-        tf.concat(strata, 0), tf.concat(confidence, 0), tf.concat(correct, 0), model.num_strata
-    )
-    return count.numpy(), mean_confidence.numpy(), accuracy.numpy()
-
-
-class AdaptiveSmoothing(keras.callbacks.Callback):
-    """Adapts an `ARAdaLSModel`'s per-stratum smoothing after every epoch.
-
-    At each epoch end: score `validation_data`'s robustness with the current
-    weights, bucket it with the training thresholds, compute each stratum's
-    mean confidence and accuracy, and update
-    `eps_r <- clip(eps_r + alpha (conf_r - acc_r), 0, eps_cap)` (`alpha`,
-    `eps_cap` and the rule, `eps_update`, are the model's). Writes
-    `stratum{r}_eps`, `stratum{r}_conf` and `stratum{r}_acc` into `logs`, so
-    `History`, `CSVLogger` and `TensorBoard` record them, and keeps them with
-    each stratum's validation count and the thresholds in `self.records` (one
-    dict per epoch) for `plots.eps_per_stratum`.
-
-    Args:
-        validation_data: `(x, y)` arrays or a `tf.data.Dataset` of `(x, y)`
-            (batched or not); held out from training.
-        batch_size: batch size for unbatched validation data.
-
-    Example:
-
-    ```python
-    adaptive = AdaptiveSmoothing((x_val, y_val))
-    model.fit(train, epochs=20, callbacks=[adaptive])
-    plots.eps_per_stratum(adaptive.records, "eps.png")
-    ```
-    """
-
-    def __init__(self, validation_data, batch_size=500):
-        super().__init__()
-        self.validation_data = _batched(validation_data, batch_size)
-        self.records = []
-
-    def on_epoch_end(self, epoch, logs=None):
-        model = self.model
-        if not isinstance(model, ARAdaLSModel):
-            raise ValueError("AdaptiveSmoothing needs an ARAdaLSModel.")
-        count, confidence, accuracy = stratum_statistics(model, self.validation_data)
-        eps = smoothing.update_eps(
-            model.stratum_eps,
-            confidence,
-            accuracy,
-            count,
-            model.alpha,
-            model.eps_cap,
-            rule=model.eps_update,
-        )
-        model.stratum_eps.assign(eps)
-        record = {"epoch": epoch}
-        for r in range(model.num_strata):
-            record[f"stratum{r}_eps"] = float(eps[r])
-            record[f"stratum{r}_conf"] = float(confidence[r])
-            record[f"stratum{r}_acc"] = float(accuracy[r])
-            record[f"stratum{r}_count"] = float(count[r])
-        self.records.append(record)
-        record["thresholds"] = [int(t) for t in np.asarray(model.stratum_thresholds)]
-        if logs is not None:
-            logs.update(
-                {k: v for k, v in record.items() if k.endswith(("_eps", "_conf", "_acc"))}
-            )

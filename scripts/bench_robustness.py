@@ -25,7 +25,9 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from cleverhans.tf2.attacks.projected_gradient_descent import projected_gradient_descent  # noqa: E402
 
-from aradals_tf import backbones, data, robustness  # noqa: E402
+from aradals_tf import backbones  # noqa: E402
+from aradals_tf import data  # noqa: E402
+from aradals_tf import robustness  # noqa: E402
 
 
 def naive_sweep_levels(model, images, eps_max, steps, batch_size, loss_fn):
@@ -38,8 +40,17 @@ def naive_sweep_levels(model, images, eps_max, steps, batch_size, loss_fn):
         @tf.function(reduce_retracing=True)
         def attack(x, y, radius=radius):
             adversarial = projected_gradient_descent(
-                model_fn, x, radius, radius / steps, steps, np.inf,
-                loss_fn=loss_fn, clip_min=0.0, clip_max=1.0, y=y, sanity_checks=False,
+                model_fn,
+                x,
+                radius,
+                radius / steps,
+                steps,
+                np.inf,
+                loss_fn=loss_fn,
+                clip_min=0.0,
+                clip_max=1.0,
+                y=y,
+                sanity_checks=False,
             )
             return tf.argmax(model_fn(adversarial), axis=-1)
 
@@ -85,7 +96,9 @@ def timed(function, repeats):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--examples", type=int, default=1000)
     parser.add_argument("--steps", type=int, default=10)
@@ -101,20 +114,25 @@ def main():
     model = backbones.small_cnn()
     model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     model.fit(train_x, train_y, batch_size=128, epochs=args.epochs, verbose=0)
-    print(f"mnist5k small_cnn ({args.epochs} epochs), {len(images)} test images, "
-          f"T = {args.steps}, eps_max = {args.eps_max}, batch {args.batch_size}, "
-          f"best of {args.repeats}; {os.cpu_count()} CPU cores")
+    print(
+        f"mnist5k small_cnn ({args.epochs} epochs), {len(images)} test images, "
+        f"T = {args.steps}, eps_max = {args.eps_max}, batch {args.batch_size}, "
+        f"best of {args.repeats}; {os.cpu_count()} CPU cores"
+    )
 
     def scorer():
         levels = []
         for start in range(0, len(images), args.batch_size):
             _, level = robustness.adversarial_robustness(
-                model, images[start : start + args.batch_size], eps_max=args.eps_max, steps=args.steps
+                model,
+                images[start : start + args.batch_size],
+                eps_max=args.eps_max,
+                steps=args.steps,
             )
             levels.append(level.numpy())
         return np.concatenate(levels)
 
-    margin = lambda labels, logits: robustness.ATTACK_LOSSES["margin"](tf.cast(labels, tf.int32), logits)  # noqa: E731
+    margin = lambda labels, logits: robustness.margin_loss(tf.cast(labels, tf.int32), logits)  # noqa: E731
     # (a) and (c) alternate, so a load change on a shared machine hits both.
     scorer()
     floor_passes(model, images, args.steps, args.batch_size)
@@ -126,7 +144,9 @@ def main():
         floor_times.append(t_c)
     t_scorer, t_floor = min(scorer_times), min(floor_times)
     t_naive, naive = timed(
-        lambda: naive_sweep_levels(model, images, args.eps_max, args.steps, args.batch_size, margin),
+        lambda: naive_sweep_levels(
+            model, images, args.eps_max, args.steps, args.batch_size, margin
+        ),
         max(1, args.repeats // 3),
     )
     n = len(images)
@@ -134,10 +154,16 @@ def main():
     print(f"(a) growing-radius scorer : {rate(t_scorer):8.1f} examples/s")
     print(f"(b) naive cleverhans sweep: {rate(t_naive):8.1f} examples/s")
     print(f"(c) floor, T fwd+bwd      : {rate(t_floor):8.1f} examples/s")
-    print(f"speed-up a/b = {t_naive / t_scorer:.2f}x   cost a/c = {t_scorer / t_floor:.2f}x of the floor")
+    print(
+        f"speed-up a/b = {t_naive / t_scorer:.2f}x   "
+        f"cost a/c = {t_scorer / t_floor:.2f}x of the floor"
+    )
     within = np.mean(np.abs(levels - naive) <= 1)
-    print(f"levels: (a) == (b) for {100 * np.mean(levels == naive):.1f} %, within one level for "
-          f"{100 * within:.1f} %; never flipped: (a) {np.sum(levels == args.steps)}, (b) {np.sum(naive == args.steps)}")
+    print(
+        f"levels: (a) == (b) for {100 * np.mean(levels == naive):.1f} %, within one level for "
+        f"{100 * within:.1f} %; never flipped: (a) {np.sum(levels == args.steps)}, "
+        f"(b) {np.sum(naive == args.steps)}"
+    )
 
 
 if __name__ == "__main__":

@@ -103,13 +103,30 @@ def summary(times, batch):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--run", default=None, help="Run directory (default: an untrained backbone).")
-    parser.add_argument("--dataset", default="mnist5k", help="Image shape and eps_max without --run.")
-    parser.add_argument("--backbone", default=None, help="Backbone without --run (default: by image size).")
-    parser.add_argument("--temperature", type=float, default=1.5, help="T of the calibrated export.")
-    parser.add_argument("--repeats-1", type=int, default=400, help="Timed calls per variant at batch 1.")
-    parser.add_argument("--repeats-256", type=int, default=120, help="Timed calls per variant at batch 256.")
-    parser.add_argument("--repeats-keras", type=int, default=40, help="Timed calls of the Keras baselines per batch size.")
+    parser.add_argument(
+        "--run", default=None, help="Run directory (default: an untrained backbone)."
+    )
+    parser.add_argument(
+        "--dataset", default="mnist5k", help="Image shape and eps_max without --run."
+    )
+    parser.add_argument(
+        "--backbone", default=None, help="Backbone without --run (default: by image size)."
+    )
+    parser.add_argument(
+        "--temperature", type=float, default=1.5, help="T of the calibrated export."
+    )
+    parser.add_argument(
+        "--repeats-1", type=int, default=400, help="Timed calls per variant at batch 1."
+    )
+    parser.add_argument(
+        "--repeats-256", type=int, default=120, help="Timed calls per variant at batch 256."
+    )
+    parser.add_argument(
+        "--repeats-keras",
+        type=int,
+        default=40,
+        help="Timed calls of the Keras baselines per batch size.",
+    )
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=None, help="Write the results as JSON here.")
@@ -137,9 +154,15 @@ def main(argv=None):
         common = dict(base_dir=root, input_shape=shape, eps_max=info.eps_max)
         paths = {
             "calibrated": export.export_saved_model(
-                model, name="calibrated", calibration="temperature", temperature=args.temperature, **common
+                model,
+                name="calibrated",
+                calibration="temperature",
+                temperature=args.temperature,
+                **common,
             ),
-            "uncalibrated": export.export_saved_model(model, name="uncalibrated", calibration="none", **common),
+            "uncalibrated": export.export_saved_model(
+                model, name="uncalibrated", calibration="none", **common
+            ),
             "bare": bare_export(model, shape, os.path.join(root, "bare", "1")),
         }
         results = {}
@@ -154,9 +177,13 @@ def main(argv=None):
     devices = [d.device_type for d in tf.config.list_physical_devices() if d.device_type != "CPU"]
     print(
         f"Serving latency, {label} on {dataset} {'x'.join(map(str, shape))}; "
-        f"TF {tf.__version__}, {os.cpu_count()} CPU cores{', ' + '/'.join(devices) if devices else ''}"
+        f"TF {tf.__version__}, {os.cpu_count()} CPU cores"
+        f"{', ' + '/'.join(devices) if devices else ''}"
     )
-    header = f"{'variant':<16} {'b1 p50 ms':>10} {'b1 p99 ms':>10} {'b256 p50 ms':>12} {'b256 p99 ms':>12} {'b256 img/s':>11}"
+    header = (
+        f"{'variant':<16} {'b1 p50 ms':>10} {'b1 p99 ms':>10} "
+        f"{'b256 p50 ms':>12} {'b256 p99 ms':>12} {'b256 img/s':>11}"
+    )
     print(header)
     for name in ("calibrated", "uncalibrated", "bare", "model.predict", "predict_on_batch"):
         one, big = results[1][name], results[256][name]
@@ -167,7 +194,11 @@ def main(argv=None):
     ratios = {
         f"{a}/{b} b{batch} p50": results[batch][a]["p50_ms"] / results[batch][b]["p50_ms"]
         for batch in (1, 256)
-        for a, b in (("calibrated", "uncalibrated"), ("calibrated", "bare"), ("calibrated", "model.predict"))
+        for a, b in (
+            ("calibrated", "uncalibrated"),
+            ("calibrated", "bare"),
+            ("calibrated", "model.predict"),
+        )
     }
     for key, value in ratios.items():
         print(f"  {key}: {value:.3f}")

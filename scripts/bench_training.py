@@ -19,7 +19,8 @@ matters for equal-mass strata): first-order, attack with T=5, top-2 logit
 margin, confidence; and, on each vanilla model's validation split, the
 `first_order_scale` that puts the first-order levels on the attack's.
 
-Usage: python scripts/bench_training.py [--epochs 20] [--seeds 0,1,2] [--set alpha=0.5] [--out runs/bench_training]
+Usage: python scripts/bench_training.py [--epochs 20] [--seeds 0,1,2] [--set alpha=0.5]
+       [--out runs/bench_training]
 Only ratios measured in one run mean anything on a shared machine.
 """
 
@@ -34,7 +35,9 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from scipy.stats import spearmanr  # noqa: E402
 
-from aradals_tf import data, experiments, robustness  # noqa: E402
+from aradals_tf import data  # noqa: E402
+from aradals_tf import experiments  # noqa: E402
+from aradals_tf import robustness  # noqa: E402
 
 MODES = {
     "vanilla": {"method": "vanilla"},
@@ -58,14 +61,22 @@ class EpochTimer(keras.callbacks.Callback):
 def rank_correlations(run_dir, eps_max, steps):
     _, model = experiments.load_run(run_dir)
     images, _ = data.load_arrays("mnist5k", "test")
-    full = np.concatenate([
-        robustness.adversarial_robustness(model, images[i : i + 250], eps_max=eps_max, steps=steps)[1].numpy()
-        for i in range(0, len(images), 250)
-    ])
-    coarse = np.concatenate([
-        robustness.adversarial_robustness(model, images[i : i + 250], eps_max=eps_max, steps=5)[1].numpy()
-        for i in range(0, len(images), 250)
-    ])
+    full = np.concatenate(
+        [
+            robustness.adversarial_robustness(
+                model, images[i : i + 250], eps_max=eps_max, steps=steps
+            )[1].numpy()
+            for i in range(0, len(images), 250)
+        ]
+    )
+    coarse = np.concatenate(
+        [
+            robustness.adversarial_robustness(model, images[i : i + 250], eps_max=eps_max, steps=5)[
+                1
+            ].numpy()
+            for i in range(0, len(images), 250)
+        ]
+    )
     first_order, logits = robustness.first_order_radius(model, images)
     logits = np.asarray(logits)
     top2 = np.sort(logits, axis=1)[:, -2:]
@@ -89,13 +100,23 @@ def fitted_first_order_scales(run_dirs, eps_max, steps):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--out", default="runs/bench_training")
-    parser.add_argument("--modes", default=",".join(MODES), help="comma-separated subset of: " + ", ".join(MODES))
-    parser.add_argument("--set", dest="sets", action="append", default=[], metavar="PARAM=VALUE",
-                        help="AR-AdaLS setting for both AR-AdaLS modes (repeatable)")
+    parser.add_argument(
+        "--modes", default=",".join(MODES), help="comma-separated subset of: " + ", ".join(MODES)
+    )
+    parser.add_argument(
+        "--set",
+        dest="sets",
+        action="append",
+        default=[],
+        metavar="PARAM=VALUE",
+        help="AR-AdaLS setting for both AR-AdaLS modes (repeatable)",
+    )
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
     ar_settings = {}
@@ -112,10 +133,18 @@ def main():
             settings.update(ar_settings)
         per_seed = []
         for seed in seeds:
-            config = experiments.TrainConfig(dataset="mnist5k", epochs=args.epochs, seed=seed, **settings)
-            run_dir = os.path.join(args.out, mode.replace(" ", "_").replace("(", "").replace(")", "").replace("=", ""), f"seed{seed}")
+            config = experiments.TrainConfig(
+                dataset="mnist5k", epochs=args.epochs, seed=seed, **settings
+            )
+            run_dir = os.path.join(
+                args.out,
+                mode.replace(" ", "_").replace("(", "").replace(")", "").replace("=", ""),
+                f"seed{seed}",
+            )
             timer = EpochTimer()
-            experiments.train_run(config, run_dir, overwrite=True, verbose=0, extra_callbacks=[timer])
+            experiments.train_run(
+                config, run_dir, overwrite=True, verbose=0, extra_callbacks=[timer]
+            )
             summary = experiments.evaluate_run(run_dir, shifts=("all",), verbose=0)
             per_seed.append(
                 {
@@ -126,27 +155,47 @@ def main():
                     "run": run_dir,
                 }
             )
-            print(f"{mode} seed {seed}: {per_seed[-1]['seconds_per_epoch']:.2f} s/epoch, "
-                  f"ECE {100 * per_seed[-1]['ece']:.2f} %, shift ECE {100 * per_seed[-1]['shift_ece']:.2f} %", flush=True)
+            print(
+                f"{mode} seed {seed}: {per_seed[-1]['seconds_per_epoch']:.2f} s/epoch, "
+                f"ECE {100 * per_seed[-1]['ece']:.2f} %, "
+                f"shift ECE {100 * per_seed[-1]['shift_ece']:.2f} %",
+                flush=True,
+            )
         results[mode] = per_seed
     vanilla_time = np.mean([r["seconds_per_epoch"] for r in results["vanilla"]])
-    print(f"\nmnist5k small_cnn, {args.epochs} epochs, seeds {seeds}, {os.cpu_count()} CPU cores; "
-          f"AR-AdaLS settings {ar_settings or 'defaults'}; ECE = 15-bin, test split, mean over seeds")
-    print(f"{'mode':<15} {'s/epoch':>8} {'x vanilla':>10} {'acc %':>7} {'ECE %':>7} {'shift ECE %':>12}")
+    print(
+        f"\nmnist5k small_cnn, {args.epochs} epochs, seeds {seeds}, {os.cpu_count()} CPU cores; "
+        f"AR-AdaLS settings {ar_settings or 'defaults'}; ECE = 15-bin, test split, mean over seeds"
+    )
+    print(
+        f"{'mode':<15} {'s/epoch':>8} {'x vanilla':>10} "
+        f"{'acc %':>7} {'ECE %':>7} {'shift ECE %':>12}"
+    )
     for mode, per_seed in results.items():
         seconds = np.mean([r["seconds_per_epoch"] for r in per_seed])
-        print(f"{mode:<15} {seconds:8.2f} {seconds / vanilla_time:10.2f} "
-              f"{100 * np.mean([r['accuracy'] for r in per_seed]):7.2f} "
-              f"{100 * np.mean([r['ece'] for r in per_seed]):7.2f} "
-              f"{100 * np.mean([r['shift_ece'] for r in per_seed]):12.2f}")
+        print(
+            f"{mode:<15} {seconds:8.2f} {seconds / vanilla_time:10.2f} "
+            f"{100 * np.mean([r['accuracy'] for r in per_seed]):7.2f} "
+            f"{100 * np.mean([r['ece'] for r in per_seed]):7.2f} "
+            f"{100 * np.mean([r['shift_ece'] for r in per_seed]):12.2f}"
+        )
     correlations = rank_correlations(results["vanilla"][0]["run"], 0.3, 10)
-    print("\nSpearman rank correlation with the full attack's level (vanilla model, 1,000 test images):")
+    print(
+        "\nSpearman rank correlation with the full attack's level "
+        "(vanilla model, 1,000 test images):"
+    )
     for name, value in correlations.items():
         print(f"  {name:<22} {value:.3f}")
     fitted = fitted_first_order_scales([r["run"] for r in results["vanilla"]], 0.3, 10)
-    print("\nfirst_order_scale fitted on each vanilla model's validation split (scale, exact level agreement):")
-    print("  " + ", ".join(f"{scale:.2f} ({100 * agreement:.0f} %)" for scale, agreement in fitted)
-          + f"; mean {np.mean([scale for scale, _ in fitted]):.2f}")
+    print(
+        "\nfirst_order_scale fitted on each vanilla model's validation split "
+        "(scale, exact level agreement):"
+    )
+    print(
+        "  "
+        + ", ".join(f"{scale:.2f} ({100 * agreement:.0f} %)" for scale, agreement in fitted)
+        + f"; mean {np.mean([scale for scale, _ in fitted]):.2f}"
+    )
 
 
 if __name__ == "__main__":

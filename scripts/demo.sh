@@ -6,12 +6,11 @@
 #   3. the calibration-by-robustness diagnostic of the vanilla model;
 #   4. export AR-AdaLS as a calibrated SavedModel and query it like TF Serving.
 # Sets up .venv first if needed. Environment: EPOCHS (20), SEED (0), OUT (runs/demo),
-# ROBUSTNESS (first_order, or attack for the every-batch attack: 8-11x the
-# training time of vanilla instead of about 1.8x, which would take the demo past 10
-# minutes on 2 cores; README, Training cost).
+# ROBUSTNESS (first_order, or attack for the every-batch attack of the paper, which
+# multiplies the training time; docs/studies/training-cost.md).
 # AR-AdaLS's alpha / eps_cap / smoothing data and label smoothing's eps are the
 # values the comparison study chose on the validation split, clean and under the
-# held-out corruptions, never the test split (README, Results).
+# held-out corruptions, never the test split (docs/studies/baselines.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/setup_env.sh
@@ -46,6 +45,9 @@ rm -rf "$out/saved_models"
 aradals-tf export --run "$out/ar-adals" --calibration temperature --base-dir "$out/saved_models" --name ar-adals
 python -c "
 import numpy as np
+from aradals_tf import quiet_tensorflow
+quiet_tensorflow.configure()
+quiet_tensorflow.import_tensorflow()
 from aradals_tf import data
 images, _ = data.load_arrays('mnist5k', 'test', seed=$seed)
 np.save('$out/three_test_digits.npy', images[:3])

@@ -17,4 +17,3 @@ spec="$root"
 "$root/.venv/bin/python" -m pip install --quiet --disable-pip-version-check -e "$spec" \
   || { echo "Installing aradals-tf into .venv failed: see pip's output above." >&2; exit 1; }
 export PATH="$root/.venv/bin:$PATH"
-export TF_CPP_MIN_LOG_LEVEL="${TF_CPP_MIN_LOG_LEVEL:-2}"

@@ -18,7 +18,8 @@ def mnist5k_cnn():
     """A vanilla small CNN trained 5 epochs on mnist5k (seed 0), and the data."""
     import keras
 
-    from aradals_tf import backbones, data
+    from aradals_tf import backbones
+    from aradals_tf import data
 
     keras.utils.set_random_seed(0)
     train_x, train_y = data.load_arrays("mnist5k", "train")

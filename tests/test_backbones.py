@@ -22,7 +22,9 @@ def test_published_parameter_counts():
     # He et al. 2016: ResNet-20 has 0.27 M parameters; Zagoruyko & Komodakis
     # 2016: WRN-28-10 has 36.5 M.
     assert backbones.resnet20().count_params() == pytest.approx(0.27e6, rel=0.03)
-    assert backbones.wide_resnet(depth=28, width=10).count_params() == pytest.approx(36.5e6, rel=0.01)
+    assert backbones.wide_resnet(depth=28, width=10).count_params() == pytest.approx(
+        36.5e6, rel=0.01
+    )
 
 
 def test_small_wide_resnet_runs_and_bad_depths_fail():

@@ -73,7 +73,6 @@ def test_output_properties(kind, name, severity):
 
 @pytest.mark.parametrize("name", NOISES)
 def test_different_seed_changes_noise(name):
-    x = batch("mnist")
     a = corrupted("mnist", name, 3, seed=0)
     b = corrupted("mnist", name, 3, seed=1)
     assert np.mean(a != b) > 0.001
@@ -153,7 +152,9 @@ def _hendrycks_disk(radius, alias_blur):
     return correlate(disk, np.outer(g, g), mode="mirror")
 
 
-@pytest.mark.parametrize("table,severity", [("cifar10c", 1), ("cifar10c", 4), ("cifar10c", 5), ("imagenet_c", 2)])
+@pytest.mark.parametrize(
+    "table,severity", [("cifar10c", 1), ("cifar10c", 4), ("cifar10c", 5), ("imagenet_c", 2)]
+)
 def test_defocus_blur_matches_scipy(table, severity):
     from scipy.ndimage import correlate
 
@@ -212,7 +213,9 @@ def test_contrast_closed_form(severity):
 def test_brightness_closed_form(severity):
     c = C._CONSTANTS["cifar10c"]["brightness"][severity - 1]
     x = batch("mnist")
-    np.testing.assert_allclose(corrupted("mnist", "brightness", severity), np.clip(x + c, 0, 1), atol=1e-6)
+    np.testing.assert_allclose(
+        corrupted("mnist", "brightness", severity), np.clip(x + c, 0, 1), atol=1e-6
+    )
     # RGB: hue and saturation fixed, so every channel scales with V = max(r, g, b).
     x = batch("rgb").astype(np.float64)
     v = x.max(axis=-1, keepdims=True)
@@ -282,12 +285,22 @@ def test_pixelate_matches_pil_box(kind, table):
     size = x.shape[1]
     for severity in SEVERITIES:
         small = int(size * C._CONSTANTS[table]["pixelate"][severity - 1])
-        want = np.stack([
-            np.stack([
-                np.asarray(Image.fromarray(img[..., k], mode="F")
-                           .resize((small, small), Image.BOX).resize((size, size), Image.BOX))
-                for k in range(x.shape[-1])], axis=-1)
-            for img in x])
+        want = np.stack(
+            [
+                np.stack(
+                    [
+                        np.asarray(
+                            Image.fromarray(img[..., k], mode="F")
+                            .resize((small, small), Image.BOX)
+                            .resize((size, size), Image.BOX)
+                        )
+                        for k in range(x.shape[-1])
+                    ],
+                    axis=-1,
+                )
+                for img in x
+            ]
+        )
         got = C.corrupt(x, "pixelate", severity, table=table).numpy()
         np.testing.assert_allclose(got, want, atol=1e-5)
 
@@ -327,13 +340,19 @@ def test_corrupt_dataset_deterministic_and_batching_invariant():
     single = np.stack([img.numpy() for img, _ in ds])
     labels = np.array([int(lab) for _, lab in ds])
     batched = np.concatenate([img.numpy() for img, _ in ds.batch(5)])
-    again = np.concatenate([img.numpy() for img, _ in
-                            C.corrupt_dataset(_dataset(), "gaussian_noise", 3, seed=5).batch(4)])
+    again = np.concatenate(
+        [
+            img.numpy()
+            for img, _ in C.corrupt_dataset(_dataset(), "gaussian_noise", 3, seed=5).batch(4)
+        ]
+    )
     np.testing.assert_array_equal(labels, np.arange(12))
     np.testing.assert_array_equal(single, batched)
     np.testing.assert_array_equal(single, again)
     assert single.dtype == np.float32 and single.min() >= 0 and single.max() <= 1
-    other = np.stack([img.numpy() for img, _ in C.corrupt_dataset(_dataset(), "gaussian_noise", 3, seed=6)])
+    other = np.stack(
+        [img.numpy() for img, _ in C.corrupt_dataset(_dataset(), "gaussian_noise", 3, seed=6)]
+    )
     assert np.mean(other != single) > 0.01
 
 
@@ -368,8 +387,14 @@ def test_parse_shift():
     with pytest.raises(ValueError) as e:
         C.parse_shift("frost:3")
     assert all(name in _one_line(e) for name in NAMES)
-    for bad in ("gaussian_noise:0", "gaussian_noise:6", "gaussian_noise:x",
-                "gaussian_noise", "gaussian_noise:2:3", "gaussian_noise:2.5"):
+    for bad in (
+        "gaussian_noise:0",
+        "gaussian_noise:6",
+        "gaussian_noise:x",
+        "gaussian_noise",
+        "gaussian_noise:2:3",
+        "gaussian_noise:2.5",
+    ):
         with pytest.raises(ValueError) as e:
             C.parse_shift(bad)
         assert "1" in _one_line(e) and "5" in _one_line(e)

@@ -8,7 +8,9 @@ import tensorflow_datasets as tfds
 from aradals_tf import data
 
 
-@pytest.mark.parametrize("name, total, shape", [("mnist5k", 5000, (28, 28, 1)), ("digits", 1797, (8, 8, 1))])
+@pytest.mark.parametrize(
+    "name, total, shape", [("mnist5k", 5000, (28, 28, 1)), ("digits", 1797, (8, 8, 1))]
+)
 def test_embedded_splits_are_disjoint_stratified_and_deterministic(name, total, shape):
     splits = {split: data.load_arrays(name, split, seed=3) for split in data.SPLITS}
     sizes = {split: len(labels) for split, (_, labels) in splits.items()}
@@ -16,9 +18,7 @@ def test_embedded_splits_are_disjoint_stratified_and_deterministic(name, total, 
     assert sizes["test"] == pytest.approx(0.2 * total, abs=1)
     assert sizes["validation"] == pytest.approx(0.1 * total, abs=1)
     # Disjoint: no image appears in two splits.
-    rows = {
-        split: {image.tobytes() for image in images} for split, (images, _) in splits.items()
-    }
+    rows = {split: {image.tobytes() for image in images} for split, (images, _) in splits.items()}
     assert not rows["train"] & rows["test"] and not rows["validation"] & rows["test"]
     for images, labels in splits.values():
         assert images.shape[1:] == shape and images.dtype == np.float32
@@ -34,7 +34,9 @@ def test_embedded_splits_are_disjoint_stratified_and_deterministic(name, total, 
     again = data.load_arrays(name, "test", seed=3)
     np.testing.assert_array_equal(again[0], splits["test"][0])
     other = data.load_arrays(name, "test", seed=4)
-    assert not np.array_equal(other[1], test_labels) or not np.array_equal(other[0], splits["test"][0])
+    assert not np.array_equal(other[1], test_labels) or not np.array_equal(
+        other[0], splits["test"][0]
+    )
 
 
 def test_load_dataset_embedded_matches_arrays():
@@ -57,7 +59,10 @@ def test_mnist5k_pixels_are_real_digits():
     assert np.min(np.linalg.norm(means[:, None] - means[None], axis=-1) + np.eye(10) * 99) > 1.0
 
 
-@pytest.mark.parametrize("name, shape", [("mnist", (28, 28, 1)), ("cifar10", (32, 32, 3)), ("fashion_mnist", (28, 28, 1))])
+@pytest.mark.parametrize(
+    "name, shape",
+    [("mnist", (28, 28, 1)), ("cifar10", (32, 32, 3)), ("fashion_mnist", (28, 28, 1))],
+)
 @pytest.mark.parametrize("split", data.SPLITS)
 def test_tfds_path_with_mock_data(name, shape, split):
     with tfds.testing.mock_data(num_examples=12):

@@ -5,10 +5,16 @@ import os
 import keras
 import numpy as np
 import pytest
+import reference
 import tensorflow as tf
 
-import reference
-from aradals_tf import backbones, data, ensemble, experiments, robustness, smoothing, temperature
+from aradals_tf import backbones
+from aradals_tf import data
+from aradals_tf import ensemble
+from aradals_tf import experiments
+from aradals_tf import robustness
+from aradals_tf import smoothing
+from aradals_tf import temperature
 
 
 def _members(count=3, shape=(8, 8, 1)):
@@ -30,7 +36,9 @@ def test_logits_are_the_mean_of_member_logits(digits):
     expected = np.mean([m.predict(x, verbose=0) for m in members], axis=0)
     np.testing.assert_allclose(ensemble.LogitEnsemble(members)(x), expected, atol=1e-6)
     probabilities = ensemble.LogitEnsemble(members, average="probabilities")(x)
-    expected_probs = np.mean([reference.softmax(m.predict(x, verbose=0).astype(np.float64)) for m in members], axis=0)
+    expected_probs = np.mean(
+        [reference.softmax(m.predict(x, verbose=0).astype(np.float64)) for m in members], axis=0
+    )
     np.testing.assert_allclose(tf.nn.softmax(probabilities), expected_probs, atol=1e-6)
 
 
@@ -45,10 +53,19 @@ def test_round_trip_and_use_as_a_single_model(digits, tmp_path):
     assert loaded.get_config()["average"] == "logits" and len(loaded.members) == 3
     # evaluate, robustness and temperature scaling take it like any model.
     loaded.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    assert loaded.evaluate(x, y, verbose=0) > 0
-    radius, level = robustness.adversarial_robustness(loaded, x[:20], eps_max=0.3, steps=4)
-    assert level.shape == (20,)
-    assert temperature.fit_temperature(loaded.predict(x, verbose=0), y) > 0
+    logits = loaded.predict(x, verbose=0).astype(np.float64)
+    expected_nll = reference.nll(y, reference.softmax(logits))
+    assert loaded.evaluate(x, y, verbose=0) == pytest.approx(expected_nll, rel=1e-4)
+    # The attack sees the ensemble: its levels are those of a plain model with the same logits.
+    _, level = robustness.adversarial_robustness(loaded, x[:20], eps_max=0.3, steps=4)
+    plain = keras.Model(loaded.members[0].inputs, loaded(loaded.members[0].inputs))
+    _, plain_level = robustness.adversarial_robustness(plain, x[:20], eps_max=0.3, steps=4)
+    np.testing.assert_array_equal(level, plain_level)
+    # Temperature scaling: the NLL-minimising T of a fine grid.
+    grid = np.geomspace(0.05, 20, 4000)
+    nll = [reference.nll(y, reference.softmax(logits / t)) for t in grid]
+    fitted = temperature.fit_temperature(logits.astype(np.float32), y)
+    assert fitted == pytest.approx(grid[int(np.argmin(nll))], rel=5e-3)
 
 
 def test_bad_members_are_refused():
@@ -66,15 +83,22 @@ def test_bad_members_are_refused():
 def test_ensemble_aware_step_uses_ensemble_strata_and_member_losses(digits, estimate):
     x, y = digits["train"][0][:64], digits["train"][1][:64]
     model = ensemble.EnsembleARAdaLSModel(
-        _members(), 10, eps_max=0.3, attack_steps=5, num_strata=3,
-        robustness_estimate=estimate, first_order_scale=1.3,
+        _members(),
+        10,
+        eps_max=0.3,
+        attack_steps=5,
+        num_strata=3,
+        robustness_estimate=estimate,
+        first_order_scale=1.3,
     )
     model.compile(optimizer=keras.optimizers.SGD(0.01))
     model.stratum_eps.assign([0.3, 0.1, 0.0])
     model.stratum_thresholds.assign([1, 3])
     # Levels come from the ensemble's averaged logits.
     if estimate == "attack":
-        _, expected_level = robustness.adversarial_robustness(model.backbone, x, eps_max=0.3, steps=5)
+        _, expected_level = robustness.adversarial_robustness(
+            model.backbone, x, eps_max=0.3, steps=5
+        )
     else:
         radius, _ = robustness.first_order_radius(model.backbone, x)
         expected_level = robustness.levels_from_radius(1.3 * radius, 0.3, 5)
@@ -83,21 +107,30 @@ def test_ensemble_aware_step_uses_ensemble_strata_and_member_losses(digits, esti
     eps = np.array([0.3, 0.1, 0.0])[smoothing.assign_strata(level, [1, 3]).numpy()]
     targets = (1 - eps[:, None]) * np.eye(10)[y] + eps[:, None] / 10
     member_losses = [
-        np.mean(-np.sum(targets * np.log(reference.softmax(m.predict(x, verbose=0).astype(np.float64))), axis=1))
+        np.mean(
+            -np.sum(
+                targets * np.log(reference.softmax(m.predict(x, verbose=0).astype(np.float64))),
+                axis=1,
+            )
+        )
         for m in model.backbone.members
     ]
     logs = model.train_on_batch(x, y, return_dict=True)
     assert logs["loss"] == pytest.approx(np.mean(member_losses), rel=1e-4)
     # The step counted the same levels (the first-order step takes them from
     # its own training forward pass).
-    np.testing.assert_array_equal(model.level_histogram.numpy(), np.bincount(level.numpy(), minlength=6))
+    np.testing.assert_array_equal(
+        model.level_histogram.numpy(), np.bincount(level.numpy(), minlength=6)
+    )
 
 
 def test_independent_ensemble_resumes_without_retraining_finished_members(tmp_path, monkeypatch):
+    from aradals_tf.experiments import train as train_module
+
     config = experiments.TrainConfig(dataset="digits", method="vanilla", epochs=2, ensemble_size=3)
     out = str(tmp_path / "ensemble")
     fits = []
-    original_fit = experiments._fit
+    original_fit = train_module._fit
 
     def failing_fit(config, model, *args, **kwargs):
         fits.append(model.name)
@@ -105,13 +138,15 @@ def test_independent_ensemble_resumes_without_retraining_finished_members(tmp_pa
             raise KeyboardInterrupt("killed during member 2")
         return original_fit(config, model, *args, **kwargs)
 
-    monkeypatch.setattr(experiments, "_fit", failing_fit)
+    monkeypatch.setattr(train_module, "_fit", failing_fit)
     with pytest.raises(KeyboardInterrupt):
         experiments.train_run(config, out, verbose=0)
     assert not os.path.exists(out)  # no half-written run directory
     member0 = keras.models.load_model(tmp_path / ".ensemble.members" / "member0" / "model.keras")
     fits.clear()
-    monkeypatch.setattr(experiments, "_fit", lambda *a, **k: (fits.append(1), original_fit(*a, **k))[1])
+    monkeypatch.setattr(
+        train_module, "_fit", lambda *a, **k: (fits.append(1), original_fit(*a, **k))[1]
+    )
     history = experiments.train_run(config, out, verbose=0)
     assert len(fits) == 2  # members 1 and 2 only
     assert sorted(history) == ["member0", "member1", "member2"]

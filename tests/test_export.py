@@ -16,7 +16,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 import urllib.request
 
 import keras
@@ -34,6 +33,7 @@ from aradals_tf import metrics
 from aradals_tf import robustness
 from aradals_tf import temperature
 from aradals_tf import training
+from aradals_tf.export import saved_model
 
 BIN = os.path.dirname(sys.executable)
 DIGIT_NAMES = list("0123456789")
@@ -93,7 +93,9 @@ def vanilla(digits):
     (x, y), _, _ = digits
     keras.utils.set_random_seed(0)
     model = backbones.mlp((8, 8, 1), 10)
-    model.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.compile(
+        optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    )
     model.fit(x, y, batch_size=128, epochs=3, verbose=0)
     return model
 
@@ -174,7 +176,8 @@ def test_layout_versions_and_metadata(exports, digits, vanilla):
             float(metrics.expected_calibration_error(yv, logits, from_logits=True)), abs=1e-6
         )
         assert summary["ece_after"] == pytest.approx(
-            float(metrics.expected_calibration_error(yv, logits / np.float32(t), from_logits=True)), abs=1e-6
+            float(metrics.expected_calibration_error(yv, logits / np.float32(t), from_logits=True)),
+            abs=1e-6,
         )
         assert summary["nll_after"] <= summary["nll_before"]
     assert ada["training_method"] == "ar-adals" and ada["class_names"] == DIGIT_NAMES
@@ -231,13 +234,26 @@ def served(exports, digits, tmp_path_factory):
         "exports": [[exports[k][0], str(root / f"{k}.npz")] for k in EXPORT_KEYS],
     }
     commands = [
-        [os.path.join(BIN, "saved_model_cli"), "run", "--dir", exports[key][0], "--tag_set", "serve",
-         "--signature_def", "serving_default", "--inputs", f"images={root / 'x.npy'}", "--outdir",
-         str(root / key)]
+        [
+            os.path.join(BIN, "saved_model_cli"),
+            "run",
+            "--dir",
+            exports[key][0],
+            "--tag_set",
+            "serve",
+            "--signature_def",
+            "serving_default",
+            "--inputs",
+            f"images={root / 'x.npy'}",
+            "--outdir",
+            str(root / key),
+        ]
         for key in EXPORT_KEYS
     ] + [[sys.executable, str(root / "tf1.py"), json.dumps(jobs)]]
     processes = [
-        subprocess.Popen(command, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        subprocess.Popen(
+            command, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
         for command in commands
     ]
     for process in processes:
@@ -245,7 +261,10 @@ def served(exports, digits, tmp_path_factory):
         assert process.returncode == 0, log[-3000:]
     results = {}
     for key in EXPORT_KEYS:
-        cli_outputs = {name[:-4]: np.load(root / key / name, allow_pickle=True) for name in os.listdir(root / key)}
+        cli_outputs = {
+            name[:-4]: np.load(root / key / name, allow_pickle=True)
+            for name in os.listdir(root / key)
+        }
         by_signature = {}
         npz = np.load(root / f"{key}.npz", allow_pickle=True)
         for name in npz.files:
@@ -278,8 +297,12 @@ def test_tf1_session_loader_runs_every_signature(exports, served, digits, key):
     # the same calibrated prediction as serving_default.
     check_robustness_outputs(by_signature["robustness"], model, x)
     default = by_signature["serving_default"]
-    np.testing.assert_array_equal(by_signature["robustness"]["predicted_class"], default["predicted_class"])
-    np.testing.assert_allclose(by_signature["robustness"]["confidence"], default["confidence"], atol=1e-6)
+    np.testing.assert_array_equal(
+        by_signature["robustness"]["predicted_class"], default["predicted_class"]
+    )
+    np.testing.assert_allclose(
+        by_signature["robustness"]["confidence"], default["confidence"], atol=1e-6
+    )
 
 
 def test_refuses_to_overwrite_a_version(exports, vanilla):
@@ -297,13 +320,15 @@ def cheap_attack(model, x, labels=None, **settings):
 
 
 def test_failed_export_leaves_nothing(tmp_path, vanilla, monkeypatch):
-    monkeypatch.setattr(export.robustness, "growing_radius_attack", cheap_attack)
+    monkeypatch.setattr(saved_model.robustness, "growing_radius_attack", cheap_attack)
 
     def fail(path, payload):
-        assert os.path.isfile(os.path.join(os.path.dirname(os.path.dirname(path)), "saved_model.pb"))
+        assert os.path.isfile(
+            os.path.join(os.path.dirname(os.path.dirname(path)), "saved_model.pb")
+        )
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(export.atomic, "write_json", fail)
+    monkeypatch.setattr(saved_model.atomic, "write_json", fail)
     with pytest.raises(RuntimeError, match="disk full"):
         export.export_saved_model(vanilla, str(tmp_path), name="m", eps_max=0.3)
     assert os.listdir(tmp_path / "m") == []
@@ -332,7 +357,11 @@ def test_killed_export_leaves_no_version(tmp_path):
     script.write_text(KILL_SCRIPT)
     base = tmp_path / "base"
     process = subprocess.Popen(
-        [sys.executable, str(script), str(base)], env=ENV, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+        [sys.executable, str(script), str(base)],
+        env=ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
     )
     try:
         line = process.stdout.readline()
@@ -366,7 +395,12 @@ def test_api_errors(tmp_path, vanilla, digits):
         export.export_saved_model(vanilla, base, name="m")
     with pytest.raises(ValueError, match="images have shape"):
         export.export_saved_model(
-            vanilla, base, name="m", calibration="temperature", validation_data=(xv[:, :4], yv), eps_max=0.3
+            vanilla,
+            base,
+            name="m",
+            calibration="temperature",
+            validation_data=(xv[:, :4], yv),
+            eps_max=0.3,
         )
     probabilities = keras.Sequential([vanilla, keras.layers.Softmax()])
     with pytest.raises(ValueError, match="probabilities"):
@@ -376,29 +410,35 @@ def test_api_errors(tmp_path, vanilla, digits):
 
 def test_validation_data_forms_agree(vanilla, digits):
     _, (xv, yv), _ = digits
-    reference = export._validation_logits(vanilla, (xv, yv), (8, 8, 1))
+    reference = saved_model._validation_logits(vanilla, (xv, yv), (8, 8, 1))
     np.testing.assert_allclose(reference[0], logits_of(vanilla, xv), atol=1e-5)
     np.testing.assert_array_equal(reference[1], yv)
     dataset = tf.data.Dataset.from_tensor_slices((xv, yv))
     for form in (dataset, dataset.batch(64), {"logits": reference[0], "labels": yv}):
-        logits, labels = export._validation_logits(vanilla, form, (8, 8, 1))
+        logits, labels = saved_model._validation_logits(vanilla, form, (8, 8, 1))
         np.testing.assert_allclose(logits, reference[0], atol=1e-5)
         np.testing.assert_array_equal(labels, yv)
 
 
 def test_exports_a_logit_ensemble(tmp_path, digits, vanilla, monkeypatch):
     from aradals_tf import ensemble as ensemble_lib
+
     _, (xv, yv), x = digits
     keras.utils.set_random_seed(2)
     other = backbones.mlp((8, 8, 1), 10)
     ensemble = ensemble_lib.LogitEnsemble([vanilla, other])
     # Shapes are found through wrappers of wrappers (backbone -> members).
     wrapped = ensemble_lib.EnsembleARAdaLSModel([backbones.mlp((8, 8, 1), 10)], 10, eps_max=0.3)
-    assert export._model_input_shape(wrapped) == (8, 8, 1)
+    assert saved_model._model_input_shape(wrapped) == (8, 8, 1)
     # The robustness signature is checked on the other exports; skip its cost here.
-    monkeypatch.setattr(export.robustness, "growing_radius_attack", cheap_attack)
+    monkeypatch.setattr(saved_model.robustness, "growing_radius_attack", cheap_attack)
     path = export.export_saved_model(
-        ensemble, str(tmp_path), name="ens", calibration="temperature", validation_data=(xv, yv), eps_max=0.3
+        ensemble,
+        str(tmp_path),
+        name="ens",
+        calibration="temperature",
+        validation_data=(xv, yv),
+        eps_max=0.3,
     )
     meta = export.read_metadata(path)
     assert meta["training_method"] == "ensemble"
@@ -406,7 +446,9 @@ def test_exports_a_logit_ensemble(tmp_path, digits, vanilla, monkeypatch):
         temperature.fit_temperature(logits_of(ensemble, xv), yv), rel=1e-5
     )
     loaded = tf.saved_model.load(path)
-    outputs = {k: v.numpy() for k, v in loaded.signatures["serving_default"](images=tf.constant(x)).items()}
+    outputs = {
+        k: v.numpy() for k, v in loaded.signatures["serving_default"](images=tf.constant(x)).items()
+    }
     check_serving_outputs(outputs, ensemble, x, meta["calibration"]["temperature"])
 
 
@@ -430,8 +472,12 @@ def test_cli_export(cli_export, digits, capsys):
     assert f"T = {meta['calibration']['temperature']:.4f}" in out and "docker run" in out
     assert f"{100 * meta['calibration']['validation']['ece_after']:.2f} %" in out
     # Same version again: refused; a bad run: one-line error.
-    code, out, err = run_main(["export", "--run", str(run), "--base-dir", str(base), "--version", "1"], capsys)
-    assert code == 1 and err.startswith("Error: ") and "already exists" in err and err.count("\n") == 1
+    code, out, err = run_main(
+        ["export", "--run", str(run), "--base-dir", str(base), "--version", "1"], capsys
+    )
+    assert (
+        code == 1 and err.startswith("Error: ") and "already exists" in err and err.count("\n") == 1
+    )
     code, _, err = run_main(["export", "--run", str(run / "nope"), "--base-dir", str(base)], capsys)
     assert code == 1 and "Run directory" in err and "not found" in err
 
@@ -441,11 +487,19 @@ def test_cli_predict_json_request_and_table(cli_export, digits, tmp_path, capsys
     _, _, x = digits
     t = temperature_of(path)
     np.save(tmp_path / "x.npy", x[:5])
-    code, out, err = run_main(["predict", "--saved-model", path, "--input", str(tmp_path / "x.npy"), "--json"], capsys)
+    code, out, err = run_main(
+        ["predict", "--saved-model", path, "--input", str(tmp_path / "x.npy"), "--json"], capsys
+    )
     assert code == 0, err
     rows = json.loads(out)["predictions"]
     assert len(rows) == 5
-    assert set(rows[0]) == {"probabilities", "confidence", "predicted_class", "logits", "predicted_label"}
+    assert set(rows[0]) == {
+        "probabilities",
+        "confidence",
+        "predicted_class",
+        "logits",
+        "predicted_label",
+    }
     outputs = {key: np.array([row[key] for row in rows]) for key in rows[0]}
     outputs["probabilities"] = outputs["probabilities"].astype(np.float32)
     outputs["confidence"] = outputs["confidence"].astype(np.float32)
@@ -454,40 +508,69 @@ def test_cli_predict_json_request_and_table(cli_export, digits, tmp_path, capsys
     # directory resolves to its latest version.
     png = tmp_path / "one.png"
     png.write_bytes(tf.io.encode_png(tf.constant(np.round(x[0] * 255).astype(np.uint8))).numpy())
-    code, out, err = run_main(["predict", "--saved-model", os.path.dirname(path), "--input", str(png), "--json"], capsys)
+    code, out, err = run_main(
+        ["predict", "--saved-model", os.path.dirname(path), "--input", str(png), "--json"], capsys
+    )
     assert code == 0, err
     (row,) = json.loads(out)["predictions"]
     np.testing.assert_allclose(row["probabilities"], rows[0]["probabilities"], atol=1e-6)
-    code, out, err = run_main(["predict", "--saved-model", path, "--input", str(png), "--request"], capsys)
+    code, out, err = run_main(
+        ["predict", "--saved-model", path, "--input", str(png), "--request"], capsys
+    )
     body = json.loads(out)
     assert body["signature_name"] == "serving_uint8"
     assert np.array_equal(np.array(body["instances"]), np.round(x[:1] * 255))
-    code, out, err = run_main(["predict", "--saved-model", path, "--input", str(tmp_path / "x.npy"), "--request"], capsys)
+    code, out, err = run_main(
+        ["predict", "--saved-model", path, "--input", str(tmp_path / "x.npy"), "--request"], capsys
+    )
     body = json.loads(out)
     assert body["signature_name"] == "serving_default"
     np.testing.assert_array_equal(np.array(body["instances"], np.float32), x[:5])
     # The robustness signature through the CLI, and the human-readable table.
     code, out, err = run_main(
-        ["predict", "--saved-model", path, "--input", str(tmp_path / "x.npy"), "--signature", "robustness", "--json"],
+        [
+            "predict",
+            "--saved-model",
+            path,
+            "--input",
+            str(tmp_path / "x.npy"),
+            "--signature",
+            "robustness",
+            "--json",
+        ],
         capsys,
     )
     rows = json.loads(out)["predictions"]
     check_robustness_outputs(
-        {k: np.array([row[k] for row in rows]) for k in ("radius", "flipped", "level")}, model, x[:5]
+        {k: np.array([row[k] for row in rows]) for k in ("radius", "flipped", "level")},
+        model,
+        x[:5],
     )
-    code, out, err = run_main(["predict", "--saved-model", path, "--input", str(tmp_path / "x.npy")], capsys)
-    assert code == 0 and "[serving_default]" in out and "confidence" in out and len(out.splitlines()) == 7
+    code, out, err = run_main(
+        ["predict", "--saved-model", path, "--input", str(tmp_path / "x.npy")], capsys
+    )
+    assert (
+        code == 0
+        and "[serving_default]" in out
+        and "confidence" in out
+        and len(out.splitlines()) == 7
+    )
 
 
 @pytest.mark.parametrize(
     "make, message",
     [
-        (lambda d: np.save(d / "bad.npy", np.zeros((28, 28, 1), np.float32)), "has shape (28, 28, 1)"),
+        (
+            lambda d: np.save(d / "bad.npy", np.zeros((28, 28, 1), np.float32)),
+            "has shape (28, 28, 1)",
+        ),
         (lambda d: np.save(d / "bad.npy", np.zeros((2, 8, 8, 1), np.int64)), "dtype int64"),
         (lambda d: np.save(d / "bad.npy", np.full((8, 8, 1), 255.0, np.float32)), "divide by 255"),
         (lambda d: (d / "bad.png").write_bytes(b"not an image"), "Cannot decode"),
         (
-            lambda d: (d / "bad.png").write_bytes(tf.io.encode_png(tf.zeros((9, 9, 3), tf.uint8)).numpy()),
+            lambda d: (d / "bad.png").write_bytes(
+                tf.io.encode_png(tf.zeros((9, 9, 3), tf.uint8)).numpy()
+            ),
             "pass --resize",
         ),
         (lambda d: None, "not found"),
@@ -496,7 +579,9 @@ def test_cli_predict_json_request_and_table(cli_export, digits, tmp_path, capsys
 def test_cli_predict_input_errors(cli_export, tmp_path, capsys, make, message):
     make(tmp_path)
     bad = tmp_path / ("bad.png" if (tmp_path / "bad.png").exists() else "bad.npy")
-    code, out, err = run_main(["predict", "--saved-model", cli_export[2], "--input", str(bad)], capsys)
+    code, out, err = run_main(
+        ["predict", "--saved-model", cli_export[2], "--input", str(bad)], capsys
+    )
     assert code == 1 and err.startswith("Error: ") and message in err, err
     assert err.count("\n") == 1
 
@@ -505,15 +590,28 @@ def test_cli_predict_resize_and_missing_model(cli_export, tmp_path, capsys):
     image = tf.io.encode_png(tf.fill((16, 16, 3), tf.constant(200, tf.uint8))).numpy()
     (tmp_path / "big.png").write_bytes(image)
     code, out, err = run_main(
-        ["predict", "--saved-model", cli_export[2], "--input", str(tmp_path / "big.png"), "--resize", "--json"], capsys
+        [
+            "predict",
+            "--saved-model",
+            cli_export[2],
+            "--input",
+            str(tmp_path / "big.png"),
+            "--resize",
+            "--json",
+        ],
+        capsys,
     )
     assert code == 0, err
     assert len(json.loads(out)["predictions"]) == 1
-    code, _, err = run_main(["predict", "--saved-model", str(tmp_path / "none"), "--input", "x.npy"], capsys)
+    code, _, err = run_main(
+        ["predict", "--saved-model", str(tmp_path / "none"), "--input", "x.npy"], capsys
+    )
     assert code == 1 and "SavedModel directory" in err
 
 
-@pytest.mark.skipif(not os.environ.get("TF_SERVING_URL"), reason="set TF_SERVING_URL to a served model's URL")
+@pytest.mark.skipif(
+    not os.environ.get("TF_SERVING_URL"), reason="set TF_SERVING_URL to a served model's URL"
+)
 def test_live_tf_serving_endpoint():
     """Against a real TF Serving: TF_SERVING_URL=http://HOST:8501/v1/models/NAME
     serving a model exported by `aradals-tf export`."""
@@ -525,13 +623,19 @@ def test_live_tf_serving_endpoint():
     shape = [int(d["size"]) for d in dims[1:]]
     x = np.random.default_rng(0).random((3, *shape)).astype(np.float32)
     request = json.dumps(export.rest_request(x, "serving_default")).encode()
-    with urllib.request.urlopen(urllib.request.Request(f"{url}:predict", data=request), timeout=60) as response:
+    with urllib.request.urlopen(
+        urllib.request.Request(f"{url}:predict", data=request), timeout=60
+    ) as response:
         rows = json.load(response)["predictions"]
     probabilities = np.array([row["probabilities"] for row in rows])
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
-    np.testing.assert_allclose([row["confidence"] for row in rows], probabilities.max(axis=1), atol=1e-6)
+    np.testing.assert_allclose(
+        [row["confidence"] for row in rows], probabilities.max(axis=1), atol=1e-6
+    )
     assert [row["predicted_class"] for row in rows] == list(probabilities.argmax(axis=1))
     request = json.dumps(export.rest_request(x, "robustness")).encode()
-    with urllib.request.urlopen(urllib.request.Request(f"{url}:predict", data=request), timeout=300) as response:
+    with urllib.request.urlopen(
+        urllib.request.Request(f"{url}:predict", data=request), timeout=300
+    ) as response:
         rows = json.load(response)["predictions"]
     assert all((row["radius"] > 0) == row["flipped"] for row in rows)

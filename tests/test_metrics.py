@@ -7,10 +7,10 @@ import textwrap
 import keras
 import numpy as np
 import pytest
+import reference
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-import reference
 from aradals_tf import metrics
 
 
@@ -69,7 +69,9 @@ def test_other_metrics_match_numpy(seed):
     )
     assert float(
         metrics.negative_log_likelihood(labels, logits, from_logits=True)
-    ) == pytest.approx(reference.nll(labels, reference.softmax(logits.astype(np.float64))), rel=1e-5)
+    ) == pytest.approx(
+        reference.nll(labels, reference.softmax(logits.astype(np.float64))), rel=1e-5
+    )
     assert float(metrics.brier_score(labels, probs)) == pytest.approx(
         reference.brier(labels, probs), abs=1e-6
     )
@@ -85,9 +87,7 @@ def test_brier_range_and_calibration_statistics():
     rng = np.random.default_rng(0)
     logits, labels = reference.calibrated_logits(rng, 20_000, 5)
     calibrated = float(metrics.expected_calibration_error(labels, logits, from_logits=True))
-    overconfident = float(
-        metrics.expected_calibration_error(labels, 3 * logits, from_logits=True)
-    )
+    overconfident = float(metrics.expected_calibration_error(labels, 3 * logits, from_logits=True))
     shuffled = float(
         metrics.expected_calibration_error(rng.permutation(labels), logits, from_logits=True)
     )
@@ -101,7 +101,9 @@ def test_reliability_diagram_data_consistent_with_ece():
     assert data["edges"].shape == (11,) and data["count"].sum() == len(labels)
     used = data["count"] > 0
     recomputed = np.sum(
-        data["count"][used] / len(labels) * np.abs(data["accuracy"][used] - data["confidence"][used])
+        data["count"][used]
+        / len(labels)
+        * np.abs(data["accuracy"][used] - data["confidence"][used])
     )
     assert recomputed == pytest.approx(data["ece"], abs=1e-6)
     assert np.all(np.isnan(data["accuracy"][~used]))

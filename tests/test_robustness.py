@@ -8,7 +8,7 @@ import tensorflow as tf
 from cleverhans.tf2.attacks.projected_gradient_descent import projected_gradient_descent
 
 from aradals_tf import data
-from aradals_tf import metrics
+from aradals_tf import diagnostics
 from aradals_tf import robustness
 
 
@@ -32,11 +32,15 @@ def _exact_linf_distance(x, weights, bias):
         other = y != j
         margin = logits[np.arange(len(x)), y] - logits[:, j]
         dual_norm = np.abs(weights[:, y].T - weights[:, j]).sum(1)
-        distance = np.where(other, np.minimum(distance, margin / np.where(other, dual_norm, 1)), distance)
+        distance = np.where(
+            other, np.minimum(distance, margin / np.where(other, dual_norm, 1)), distance
+        )
     return distance
 
 
-@pytest.mark.parametrize("num_classes, loss", [(10, "margin"), (3, "margin"), (3, "cross_entropy"), (2, "cross_entropy")])
+@pytest.mark.parametrize(
+    "num_classes, loss", [(10, "margin"), (3, "margin"), (3, "cross_entropy"), (2, "cross_entropy")]
+)
 def test_linear_model_radius_brackets_exact_distance(num_classes, loss):
     rng = np.random.default_rng(num_classes)
     model, weights, bias = _linear_model(rng, 30, num_classes)
@@ -44,11 +48,15 @@ def test_linear_model_radius_brackets_exact_distance(num_classes, loss):
     x = rng.uniform(0.35, 0.65, size=(1000, 30)).astype("float32")
     exact = _exact_linf_distance(x, weights, bias)
     eps_max, steps = 0.3, 20
-    radius, level = robustness.adversarial_robustness(model, x, eps_max=eps_max, steps=steps, loss=loss)
+    radius, level = robustness.adversarial_robustness(
+        model, x, eps_max=eps_max, steps=steps, loss=loss
+    )
     radius, level = radius.numpy(), level.numpy()
     step = eps_max / steps
     finite = np.isfinite(radius)
-    assert np.all(level[~finite] == steps) and np.allclose(radius[finite], (level[finite] + 1) * step)
+    assert np.all(level[~finite] == steps) and np.allclose(
+        radius[finite], (level[finite] + 1) * step
+    )
     bracketed = np.where(
         finite,
         (exact <= radius + 1e-5) & (exact > radius - step - 1e-5),
@@ -79,13 +87,22 @@ def _naive_sweep(model, x, eps_max, steps):
     """What a user would write with cleverhans alone: PGD at each radius."""
     model_fn = lambda z: model(z, training=False)  # noqa: E731
     reference = tf.argmax(model_fn(x), axis=-1)
-    margin = lambda labels, logits: robustness.ATTACK_LOSSES["margin"](tf.cast(labels, tf.int32), logits)  # noqa: E731
+    margin = lambda labels, logits: robustness.margin_loss(tf.cast(labels, tf.int32), logits)  # noqa: E731
     level = np.full(len(x), steps)
     for k in range(1, steps + 1):
         radius = k * eps_max / steps
         adversarial = projected_gradient_descent(
-            model_fn, x, radius, radius / steps, steps, np.inf, loss_fn=margin,
-            clip_min=0.0, clip_max=1.0, y=reference, sanity_checks=False,
+            model_fn,
+            x,
+            radius,
+            radius / steps,
+            steps,
+            np.inf,
+            loss_fn=margin,
+            clip_min=0.0,
+            clip_max=1.0,
+            y=reference,
+            sanity_checks=False,
         )
         flipped = tf.argmax(model_fn(adversarial), axis=-1).numpy() != reference.numpy()
         level = np.where(flipped & (level == steps), k - 1, level)
@@ -124,7 +141,9 @@ def test_radius_monotone_under_stronger_budget(mnist5k_cnn, test_images):
 
 def test_runs_inside_tf_function_and_train_step(mnist5k_cnn, test_images):
     images, labels = test_images
-    eager_radius, eager_level = robustness.adversarial_robustness(mnist5k_cnn, images[:64], eps_max=0.3)
+    eager_radius, eager_level = robustness.adversarial_robustness(
+        mnist5k_cnn, images[:64], eps_max=0.3
+    )
 
     @tf.function
     def graph(x):
@@ -153,7 +172,11 @@ def test_runs_inside_tf_function_and_train_step(mnist5k_cnn, test_images):
     probe = Probe(mnist5k_cnn)
     probe.compile(optimizer="adam")
     history = probe.fit(images[:128], labels[:128], batch_size=64, epochs=1, verbose=0)
-    assert 0 <= history.history["mean_level"][0] <= 4
+    # Inside fit's train_step, the same levels as the eager attack on the same images.
+    _, eager_levels = robustness.adversarial_robustness(
+        mnist5k_cnn, images[:128], eps_max=0.3, steps=4
+    )
+    assert history.history["mean_level"][0] == pytest.approx(float(np.mean(eager_levels)), abs=1e-6)
 
 
 def test_given_labels_and_l2(mnist5k_cnn, test_images):
@@ -162,9 +185,35 @@ def test_given_labels_and_l2(mnist5k_cnn, test_images):
     radius, _ = robustness.adversarial_robustness(mnist5k_cnn, images, eps_max=0.3, labels=labels)
     radius = radius.numpy()
     assert np.all(radius[prediction != labels] == 0.0)
-    assert np.all(radius[prediction == labels] > 0)
-    l2_radius, _ = robustness.adversarial_robustness(mnist5k_cnn, images[:50], eps_max=3.0, norm=2)
-    assert np.all(l2_radius.numpy() > 0) and np.any(np.isfinite(l2_radius.numpy()))
+    # Where the label is the prediction, attacking the label is attacking the prediction.
+    own, _ = robustness.adversarial_robustness(mnist5k_cnn, images, eps_max=0.3)
+    correct = prediction == labels
+    np.testing.assert_array_equal(radius[correct], own.numpy()[correct])
+
+
+def test_l2_radius_brackets_the_exact_linear_distance():
+    """Binary linear model: each L2 step moves along the exact normal, so the
+    first flip is at the first grid radius >= |z_0 - z_1| / ||w_0 - w_1||_2."""
+    rng = np.random.default_rng(7)
+    model, weights, bias = _linear_model(rng, 30, 2)
+    # A step moves no coordinate by more than 0.43 of its length, so within
+    # eps_max = 0.4 the [0, 1] box never binds for inputs in [0.25, 0.75].
+    x = rng.uniform(0.25, 0.75, size=(500, 30)).astype("float32")
+    logits = x @ weights + bias
+    exact = np.abs(logits[:, 0] - logits[:, 1]) / np.linalg.norm(weights[:, 0] - weights[:, 1])
+    eps_max, steps = 0.4, 20
+    radius, level = robustness.adversarial_robustness(
+        model, x, eps_max=eps_max, steps=steps, norm=2
+    )
+    radius = radius.numpy()
+    flips = exact <= eps_max - 1e-3
+    assert flips.mean() > 0.3 and (~flips).mean() > 0.05  # both cases occur
+    step = eps_max / steps
+    assert np.all(np.isinf(radius[exact > eps_max + 1e-3]))
+    inside = flips & np.isfinite(radius)
+    assert inside.mean() >= 0.99 * flips.mean()
+    assert np.all(exact[inside] <= radius[inside] + 1e-4)
+    assert np.all(exact[inside] > radius[inside] - step - 1e-4)
 
 
 def test_score_dataset_matches_function(mnist5k_cnn, test_images):
@@ -182,7 +231,7 @@ def test_diagnostic_least_robust_bin_is_worse_calibrated(mnist5k_cnn):
     images, labels = data.load_arrays("mnist5k", "test")
     radius, _ = robustness.adversarial_robustness(mnist5k_cnn, images, eps_max=0.3)
     logits = mnist5k_cnn.predict(images, verbose=0)
-    table = metrics.calibration_by_robustness(labels, logits, radius, 10, from_logits=True)
+    table = diagnostics.calibration_by_robustness(labels, logits, radius, 10, from_logits=True)
     least, most = table["by_robustness"][0], table["by_robustness"][-1]
     assert least["accuracy"] < most["accuracy"]
     assert abs(least["gap"]) > abs(most["gap"])
@@ -195,7 +244,7 @@ def test_calibration_by_robustness_hand_computed():
     probs = np.array([[0.9, 0.1], [0.3, 0.7], [0.6, 0.4], [0.2, 0.8]], "float32")
     labels = [0, 0, 0, 1]
     radius = [0.1, 0.2, np.inf, 0.3]
-    table = metrics.calibration_by_robustness(labels, probs, radius, num_bins=2)
+    table = diagnostics.calibration_by_robustness(labels, probs, radius, num_bins=2)
     low, high = table["by_robustness"]
     assert low["count"] == 2 and low["accuracy"] == 0.5
     assert low["confidence"] == pytest.approx(0.8) and low["gap"] == pytest.approx(0.3)

@@ -8,7 +8,9 @@ from aradals_tf import smoothing
 
 def test_scalar_eps_hand_computed():
     targets = smoothing.soft_labels([1, 0], 4, 0.2).numpy()
-    np.testing.assert_allclose(targets, [[0.05, 0.85, 0.05, 0.05], [0.85, 0.05, 0.05, 0.05]], atol=1e-7)
+    np.testing.assert_allclose(
+        targets, [[0.05, 0.85, 0.05, 0.05], [0.85, 0.05, 0.05, 0.05]], atol=1e-7
+    )
 
 
 def test_per_example_eps_hand_computed():
@@ -41,7 +43,9 @@ def test_assign_strata_hand_computed_and_equal_mass():
     # Equal mass on data without ties: 1,000 distinct levels into 4 strata.
     levels = np.random.default_rng(0).permutation(1000)
     histogram = np.bincount(levels, minlength=1000)
-    strata = smoothing.assign_strata(levels, smoothing.thresholds_from_histogram(histogram, 4)).numpy()
+    strata = smoothing.assign_strata(
+        levels, smoothing.thresholds_from_histogram(histogram, 4)
+    ).numpy()
     np.testing.assert_array_equal(np.bincount(strata), [250, 250, 250, 250])
     assert np.all(np.diff(strata[np.argsort(levels)]) >= 0)  # monotone in level
 
@@ -84,7 +88,9 @@ def test_relative_eps_update_matches_a_plain_loop():
     accuracy = np.where(rng.uniform(size=n) < 0.3, 1.0, rng.uniform(0.3, 1.0, n))
     count = rng.integers(0, 120, n).astype(float)
     alpha, cap = 0.4, 0.25
-    got = smoothing.update_eps(eps, confidence, accuracy, count, alpha, cap, rule="relative").numpy()
+    got = smoothing.update_eps(
+        eps, confidence, accuracy, count, alpha, cap, rule="relative"
+    ).numpy()
     additive = smoothing.update_eps(eps, confidence, accuracy, count, alpha, cap).numpy()
     for r in range(n):
         if count[r] == 0:

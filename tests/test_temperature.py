@@ -3,8 +3,8 @@
 import keras
 import numpy as np
 import pytest
-
 import reference
+
 from aradals_tf import metrics
 from aradals_tf import temperature
 
@@ -35,9 +35,7 @@ def test_fit_matches_grid_search_and_lowers_nll(overconfident):
     before = float(metrics.negative_log_likelihood(labels, logits, from_logits=True))
     after = float(metrics.negative_log_likelihood(labels, logits / fitted, from_logits=True))
     assert after < before - 0.05
-    ece_after = float(
-        metrics.expected_calibration_error(labels, logits / fitted, from_logits=True)
-    )
+    ece_after = float(metrics.expected_calibration_error(labels, logits / fitted, from_logits=True))
     assert ece_after < float(metrics.expected_calibration_error(labels, logits, from_logits=True))
 
 
@@ -70,7 +68,9 @@ def test_layer_divides_and_round_trips(tmp_path, overconfident):
     model = keras.Model(inputs, layer(inputs))
     model.save(tmp_path / "ts.keras")
     reloaded = keras.models.load_model(tmp_path / "ts.keras")
-    np.testing.assert_allclose(reloaded.predict(logits[:5], verbose=0), logits[:5] / fitted, rtol=1e-6)
+    np.testing.assert_allclose(
+        reloaded.predict(logits[:5], verbose=0), logits[:5] / fitted, rtol=1e-6
+    )
     assert reloaded.layers[-1].get_config()["temperature"] == pytest.approx(fitted)
     with pytest.raises(ValueError, match="> 0"):
         temperature.TemperatureScaling(0.0)

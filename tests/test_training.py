@@ -8,10 +8,15 @@ import textwrap
 import keras
 import numpy as np
 import pytest
+import reference
 import tensorflow as tf
 
-import reference
-from aradals_tf import backbones, data, smoothing, training
+from aradals_tf import adaptive_smoothing
+from aradals_tf import backbones
+from aradals_tf import data
+from aradals_tf import losses
+from aradals_tf import smoothing
+from aradals_tf import training
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +33,11 @@ def _model(**kwargs):
 
 
 @pytest.mark.parametrize(
-    "estimate", [{"robustness_estimate": "attack"}, {"robustness_estimate": "first_order", "first_order_scale": 1.3}]
+    "estimate",
+    [
+        {"robustness_estimate": "attack"},
+        {"robustness_estimate": "first_order", "first_order_scale": 1.3},
+    ],
 )
 def test_train_step_loss_is_per_example_soft_label_crossentropy(digits, estimate):
     # The reference levels come from `robustness_levels`, a pass of its own;
@@ -47,7 +56,9 @@ def test_train_step_loss_is_per_example_soft_label_crossentropy(digits, estimate
     logs = model.train_on_batch(x, y, return_dict=True)
     assert logs["loss"] == pytest.approx(expected, rel=1e-4)
     assert float(tf.reduce_sum(model.level_histogram)) == 64
-    np.testing.assert_array_equal(model.level_histogram.numpy(), np.bincount(level.numpy(), minlength=6))
+    np.testing.assert_array_equal(
+        model.level_histogram.numpy(), np.bincount(level.numpy(), minlength=6)
+    )
 
 
 def test_sample_weight_and_integer_labels(digits):
@@ -90,10 +101,13 @@ def test_bad_settings_are_clear_errors(kwargs, message):
 @pytest.mark.parametrize("rule", ["additive", "relative"])
 def test_fit_updates_thresholds_and_eps_and_logs_them(digits, tmp_path, rule):
     model = _model(alpha=1.0, eps_cap=0.5, eps_update=rule)
-    adaptive = training.AdaptiveSmoothing(digits["validation"])
+    adaptive = adaptive_smoothing.AdaptiveSmoothing(digits["validation"])
     csv = tmp_path / "log.csv"
     history = model.fit(
-        *digits["train"], batch_size=64, epochs=2, verbose=0,
+        *digits["train"],
+        batch_size=64,
+        epochs=2,
+        verbose=0,
         callbacks=[keras.callbacks.CSVLogger(str(csv)), adaptive],
     )
     for r in range(3):
@@ -105,10 +119,14 @@ def test_fit_updates_thresholds_and_eps_and_logs_them(digits, tmp_path, rule):
     for r in range(3):
         if last[f"stratum{r}_count"] > 0:
             conf, acc = last[f"stratum{r}_conf"], last[f"stratum{r}_acc"]
-            scale = 1.0 if rule == "additive" else max(1 - conf, 1 - acc, 1 / last[f"stratum{r}_count"])
+            scale = (
+                1.0 if rule == "additive" else max(1 - conf, 1 - acc, 1 / last[f"stratum{r}_count"])
+            )
             expected = np.clip(first[f"stratum{r}_eps"] + (conf - acc) / scale, 0, 0.5)
             assert last[f"stratum{r}_eps"] == pytest.approx(expected, abs=1e-6)
-    np.testing.assert_allclose(model.stratum_eps.numpy(), [last[f"stratum{r}_eps"] for r in range(3)], atol=1e-7)
+    np.testing.assert_allclose(
+        model.stratum_eps.numpy(), [last[f"stratum{r}_eps"] for r in range(3)], atol=1e-7
+    )
     # Thresholds are the equal-mass quantiles of a fresh scoring's histogram?
     # Not exactly (weights changed during the epoch); they must be valid levels.
     thresholds = model.stratum_thresholds.numpy()
@@ -120,7 +138,9 @@ def test_stratum_statistics_hand_checked(digits):
     model = _model()
     model.stratum_thresholds.assign([0, 2])
     x, y = digits["validation"]
-    count, confidence, accuracy = training.stratum_statistics(model, (x, y), batch_size=50)
+    count, confidence, accuracy = adaptive_smoothing.stratum_statistics(
+        model, (x, y), batch_size=50
+    )
     level, logits = model.robustness_levels(tf.constant(x))
     strata = smoothing.assign_strata(level, [0, 2]).numpy()
     probs = reference.softmax(np.asarray(logits, np.float64))
@@ -129,13 +149,22 @@ def test_stratum_statistics_hand_checked(digits):
         assert count[r] == members.sum()
         if members.any():
             assert confidence[r] == pytest.approx(probs[members].max(1).mean(), abs=1e-5)
-            assert accuracy[r] == pytest.approx(np.mean(probs[members].argmax(1) == y[members]), abs=1e-6)
+            assert accuracy[r] == pytest.approx(
+                np.mean(probs[members].argmax(1) == y[members]), abs=1e-6
+            )
 
 
 def test_save_load_round_trip(digits, tmp_path):
-    model = _model(robustness_estimate="first_order", alpha=0.5, eps_update="relative", first_order_scale=1.3)
-    model.fit(*digits["train"], batch_size=128, epochs=1, verbose=0,
-              callbacks=[training.AdaptiveSmoothing(digits["validation"])])
+    model = _model(
+        robustness_estimate="first_order", alpha=0.5, eps_update="relative", first_order_scale=1.3
+    )
+    model.fit(
+        *digits["train"],
+        batch_size=128,
+        epochs=1,
+        verbose=0,
+        callbacks=[adaptive_smoothing.AdaptiveSmoothing(digits["validation"])],
+    )
     model.stratum_eps.assign([0.05, 0.1, 0.2])
     path = tmp_path / "ar.keras"
     model.save(path)
@@ -144,13 +173,19 @@ def test_save_load_round_trip(digits, tmp_path):
     assert loaded.get_config()["alpha"] == 0.5 and loaded.robustness_estimate == "first_order"
     assert loaded.eps_update == "relative" and loaded.first_order_scale == 1.3
     np.testing.assert_allclose(loaded.stratum_eps.numpy(), [0.05, 0.1, 0.2])
-    np.testing.assert_array_equal(loaded.stratum_thresholds.numpy(), model.stratum_thresholds.numpy())
+    np.testing.assert_array_equal(
+        loaded.stratum_thresholds.numpy(), model.stratum_thresholds.numpy()
+    )
     x, y = digits["test"]
-    np.testing.assert_allclose(loaded.predict(x, verbose=0), model.backbone.predict(x, verbose=0), atol=1e-5)
+    np.testing.assert_allclose(
+        loaded.predict(x, verbose=0), model.backbone.predict(x, verbose=0), atol=1e-5
+    )
     # evaluate works after loading and reports the hard-label loss.
     result = loaded.evaluate(x, y, verbose=0, return_dict=True)
     logits = model.backbone.predict(x, verbose=0)
-    assert result["loss"] == pytest.approx(reference.nll(y, reference.softmax(logits.astype(np.float64))), rel=1e-4)
+    assert result["loss"] == pytest.approx(
+        reference.nll(y, reference.softmax(logits.astype(np.float64))), rel=1e-4
+    )
 
 
 def test_first_order_levels_use_the_scale(digits):
@@ -161,7 +196,8 @@ def test_first_order_levels_use_the_scale(digits):
     scaled = _model(robustness_estimate="first_order", first_order_scale=1.7)
     radius, _ = robustness.first_order_radius(plain.backbone, x)
     np.testing.assert_array_equal(
-        scaled.robustness_levels(x)[0].numpy(), robustness.levels_from_radius(1.7 * radius, 0.3, 5).numpy()
+        scaled.robustness_levels(x)[0].numpy(),
+        robustness.levels_from_radius(1.7 * radius, 0.3, 5).numpy(),
     )
     np.testing.assert_array_equal(
         plain.robustness_levels(x)[0].numpy(), robustness.levels_from_radius(radius, 0.3, 5).numpy()
@@ -180,7 +216,6 @@ def test_first_order_radius_exact_on_linear_model():
 
     radius, _ = robustness.first_order_radius(model, x)
     logits = x @ weights
-    y = logits.argmax(1)
     exact = np.abs(logits[:, 0] - logits[:, 1]) / np.abs(weights[:, 0] - weights[:, 1]).sum()
     np.testing.assert_allclose(radius, exact, rtol=1e-4)
     levels = robustness.levels_from_radius([0.0, 0.05, 0.06, 0.3, 0.31, np.inf], 0.3, 5)
@@ -200,9 +235,17 @@ def test_backup_and_restore_resumes_after_a_killed_fit(digits, tmp_path):
     model = _model(alpha=2.0)
     killer = Killer()
     with pytest.raises(KeyboardInterrupt):
-        model.fit(*digits["train"], batch_size=128, epochs=4, verbose=0,
-                  callbacks=[training.AdaptiveSmoothing(digits["validation"]),
-                             keras.callbacks.BackupAndRestore(backup), killer])
+        model.fit(
+            *digits["train"],
+            batch_size=128,
+            epochs=4,
+            verbose=0,
+            callbacks=[
+                adaptive_smoothing.AdaptiveSmoothing(digits["validation"]),
+                keras.callbacks.BackupAndRestore(backup),
+                killer,
+            ],
+        )
     resumed = _model(alpha=2.0)
     seen = {}
 
@@ -213,9 +256,17 @@ def test_backup_and_restore_resumes_after_a_killed_fit(digits, tmp_path):
                 seen["eps"] = self.model.stratum_eps.numpy().copy()
                 seen["weights"] = [w.copy() for w in self.model.backbone.get_weights()]
 
-    history = resumed.fit(*digits["train"], batch_size=128, epochs=4, verbose=0,
-                          callbacks=[training.AdaptiveSmoothing(digits["validation"]),
-                                     keras.callbacks.BackupAndRestore(backup), Probe()])
+    history = resumed.fit(
+        *digits["train"],
+        batch_size=128,
+        epochs=4,
+        verbose=0,
+        callbacks=[
+            adaptive_smoothing.AdaptiveSmoothing(digits["validation"]),
+            keras.callbacks.BackupAndRestore(backup),
+            Probe(),
+        ],
+    )
     # BackupAndRestore saves at the end of each epoch before the callback
     # list reaches the killer; the kill happened at the end of epoch 1, so the
     # resumed fit restarts at epoch 2 with that epoch's state.
@@ -232,14 +283,20 @@ def test_baseline_losses_hand_computed():
     eps = 0.3
     targets = (1 - eps) * np.eye(3)[labels] + eps / 3
     expected_ls = np.mean(-np.sum(targets * np.log(probs), axis=1))
-    ls = training.SparseLabelSmoothingCrossentropy(eps)(labels, logits)
+    ls = losses.SparseLabelSmoothingCrossentropy(eps)(labels, logits)
     assert float(ls) == pytest.approx(expected_ls, rel=1e-5)
-    keras_ls = keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=eps)(np.eye(3)[labels], logits)
+    keras_ls = keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=eps)(
+        np.eye(3)[labels], logits
+    )
     assert float(ls) == pytest.approx(float(keras_ls), rel=1e-5)
     p_true = probs[np.arange(2), labels]
     expected_focal = np.mean(-((1 - p_true) ** 2) * np.log(p_true))
-    assert float(training.SparseFocalCrossentropy(2.0)(labels, logits)) == pytest.approx(expected_focal, rel=1e-5)
-    assert float(training.SparseFocalCrossentropy(0.0)(labels, logits)) == pytest.approx(reference.nll(labels, probs), rel=1e-5)
+    assert float(losses.SparseFocalCrossentropy(2.0)(labels, logits)) == pytest.approx(
+        expected_focal, rel=1e-5
+    )
+    assert float(losses.SparseFocalCrossentropy(0.0)(labels, logits)) == pytest.approx(
+        reference.nll(labels, probs), rel=1e-5
+    )
 
 
 def test_mixup_targets_are_convex_combinations(digits):
@@ -247,10 +304,31 @@ def test_mixup_targets_are_convex_combinations(digits):
     model = training.MixupModel(backbones.mlp((8, 8, 1), 10), 10, alpha=0.4, seed=1)
     x, y = digits["train"][0][:16], digits["train"][1][:16]
     mixed_x, targets, dominant = model.soft_targets(tf.constant(x), tf.constant(y))
-    targets = targets.numpy()
+    targets, mixed_x = targets.numpy(), mixed_x.numpy()
     np.testing.assert_allclose(targets.sum(1), 1.0, atol=1e-6)
-    lam = targets[np.arange(16), y].min()  # the own label gets lam (or 1)
-    assert 0 <= lam <= 1 and np.all((targets > 0).sum(1) <= 2)
+    # Each row is lam * (x_i, onehot y_i) + (1 - lam) * (x_j, onehot y_j) for
+    # one lam per batch and a partner j: recover both, then rebuild the row.
+    onehot = np.eye(10)[y]
+    lam = None
+    for i in range(16):
+        if np.allclose(mixed_x[i], x[i], atol=1e-6):  # mixed with itself
+            np.testing.assert_allclose(targets[i], onehot[i], atol=1e-6)
+            continue
+        fits = []
+        for j in range(16):
+            direction = x[i] - x[j]
+            if not np.any(direction):
+                continue
+            weight = float(np.sum((mixed_x[i] - x[j]) * direction) / np.sum(direction * direction))
+            rebuilt = weight * x[i] + (1 - weight) * x[j]
+            if np.allclose(rebuilt, mixed_x[i], atol=1e-5):
+                fits.append((weight, j))
+        assert fits, i
+        weight, j = fits[0]
+        lam = weight if lam is None else lam
+        assert weight == pytest.approx(lam, abs=1e-4)
+        np.testing.assert_allclose(targets[i], lam * onehot[i] + (1 - lam) * onehot[j], atol=1e-5)
+    assert 0 < lam < 1
     model.compile(optimizer="adam", metrics=["accuracy"])
     model.fit(*digits["train"], batch_size=128, epochs=1, verbose=0)
 
@@ -261,11 +339,13 @@ _MIRRORED = textwrap.dedent(
     import numpy as np, tensorflow as tf, keras
     if sys.argv[1] == "mirrored":
         cpu = tf.config.list_physical_devices("CPU")[0]
-        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+        tf.config.set_logical_device_configuration(
+            cpu, [tf.config.LogicalDeviceConfiguration()] * 2
+        )
         strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
     else:
         strategy = tf.distribute.get_strategy()
-    from aradals_tf import backbones, data, training
+    from aradals_tf import adaptive_smoothing, backbones, data, training
     x, y = data.load_arrays("digits", "train")
     xv, yv = data.load_arrays("digits", "validation")
     x, y = x[:512], y[:512]
@@ -288,14 +368,15 @@ _MIRRORED = textwrap.dedent(
     histogram = seen["histogram"]
     weights = model.backbone.get_weights()[0]
     model.stratum_eps.assign([0.1, 0.1, 0.1])
-    adaptive = training.AdaptiveSmoothing((xv, yv))
+    adaptive = adaptive_smoothing.AdaptiveSmoothing((xv, yv))
     adaptive.set_model(model)
     model.update_strata_thresholds()
     adaptive.on_epoch_end(0, {})
     print(json.dumps({"replicas": strategy.num_replicas_in_sync,
                       "loss": seen["loss"],
                       "histogram": histogram,
-                      "weights_sum": float(np.sum(weights)), "weights_abs": float(np.sum(np.abs(weights))),
+                      "weights_sum": float(np.sum(weights)),
+                      "weights_abs": float(np.sum(np.abs(weights))),
                       "eps": model.stratum_eps.numpy().tolist(),
                       "thresholds": model.stratum_thresholds.numpy().tolist()}))
     """
@@ -308,7 +389,10 @@ def test_mirrored_strategy_matches_single_device():
     results = {}
     for mode in ("single", "mirrored"):
         completed = subprocess.run(
-            [sys.executable, "-c", _MIRRORED, mode], capture_output=True, text=True, timeout=600,
+            [sys.executable, "-c", _MIRRORED, mode],
+            capture_output=True,
+            text=True,
+            timeout=600,
             env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
         )
         assert completed.returncode == 0, completed.stderr[-3000:]
@@ -326,16 +410,22 @@ def test_mirrored_strategy_matches_single_device():
 def test_trained_model_smooths_least_robust_strata_most():
     """Acceptance: after training on mnist5k, eps is larger in the least
     robust strata than in the most robust ones (cheaper first-order mode to
-    keep the test short; the README reports the attack mode)."""
+    keep the test short; the docs report the attack mode)."""
     from aradals_tf import experiments
 
     config = experiments.TrainConfig(
-        dataset="mnist5k", method="ar-adals", epochs=15, seed=0, robustness_estimate="first_order",
-        alpha=1.0, eps_cap=0.5, num_strata=5,
+        dataset="mnist5k",
+        method="ar-adals",
+        epochs=15,
+        seed=0,
+        robustness_estimate="first_order",
+        alpha=1.0,
+        eps_cap=0.5,
+        num_strata=5,
     ).validate()
-    train, validation = experiments._datasets(config)
+    train, validation = experiments.training_datasets(config)
     model = experiments.build_model(config)
-    adaptive = training.AdaptiveSmoothing(validation)
+    adaptive = adaptive_smoothing.AdaptiveSmoothing(validation)
     model.fit(train, epochs=config.epochs, verbose=0, callbacks=[adaptive])
     eps = model.stratum_eps.numpy()
     least, most = eps[:2].mean(), eps[-2:].mean()

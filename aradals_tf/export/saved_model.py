@@ -1,46 +1,21 @@
-"""Calibrated SavedModel export for TF Serving, and running exported models.
+"""Writing a calibrated SavedModel for TF Serving.
 
 `export_saved_model` writes any Keras classifier that outputs logits (a
-functional backbone, an `ARAdaLSModel`, a `LogitEnsemble`) as a SavedModel
-in TF Serving's layout `base_dir/<name>/<version>/`, whose signatures return
-calibrated probabilities:
-
-- `serving_default`: input `images`, float32 `[batch, H, W, C]` in [0, 1]
-  (the package's pixel convention); outputs `probabilities`
-  (`softmax(logits / T)`, float32 `[batch, K]`), `confidence` (the largest
-  probability, float32 `[batch]`), `predicted_class` (its index, int64
-  `[batch]`, ties to the lowest index), `logits` (the calibrated logits
-  `logits / T`, float32 `[batch, K]`) and, when class names are given,
-  `predicted_label` (string `[batch]`).
-- `serving_uint8`: the same outputs for input `images` as uint8 `[batch, H,
-  W, C]` with values 0-255 (divided by 255 inside the graph). A separate
-  signature rather than a guess from the value range: a float image in
-  [0, 1] and a dark 0-255 image cannot be told apart.
-- `robustness`: input `images` as for `serving_default`; outputs `radius`
-  (float32: the smallest L-inf (or L2) perturbation radius, on the attack's
-  grid `t * eps_max / steps`, at which the model's prediction flips; -1.0
-  when it never flips within `eps_max`, because TF Serving's JSON cannot
-  carry infinity), `flipped` (bool: whether it flips within eps_max),
-  `level` (int32 in 0..steps; steps = never), `confidence`,
-  `predicted_class` and `predicted_label` (as in `serving_default`). It runs
-  the package's growing-radius attack (`robustness.growing_radius_attack`):
-  about `steps` forward and backward passes per request, so it is much
-  slower than `serving_default`.
+functional backbone, an `ARAdaLSModel`, a `LogitEnsemble`) in TF Serving's
+layout with three signatures (`layout.SIGNATURES`): `serving_default` and
+`serving_uint8` return calibrated probabilities `softmax(logits / T)` and
+the confidence, `robustness` each input's adversarial robustness radius.
 
 The temperature `T` is a variable of the SavedModel (a `TemperatureScaling`
 layer, tracked by `keras.export.ExportArchive`); `T = 1` for
 `calibration="none"`. A version is written into a hidden temporary sibling
 `base_dir/<name>/.<version>.partial-*` and renamed into place when complete:
 TF Serving polls `base_dir/<name>/` for integer directory names, so it never
-sees a half-written version. Metadata (temperature, validation ECE before and
-after, class names, input spec, robustness settings, versions) is written to
-`<version>/assets.extra/aradals_tf.json`, a directory TF Serving ignores.
+sees a half-written version.
 """
 
 import datetime
-import json
 import os
-import re
 
 import keras
 import numpy as np
@@ -50,33 +25,12 @@ from aradals_tf import atomic
 from aradals_tf import metrics
 from aradals_tf import robustness
 from aradals_tf import temperature as temperature_lib
+from aradals_tf.choices import CALIBRATIONS
+from aradals_tf.export import layout
 from aradals_tf.version import __version__
 
-CALIBRATIONS = ("none", "temperature")
-INPUT_NAME = "images"
-SERVING_SIGNATURE = "serving_default"
-UINT8_SIGNATURE = "serving_uint8"
-ROBUSTNESS_SIGNATURE = "robustness"
-SIGNATURES = (SERVING_SIGNATURE, UINT8_SIGNATURE, ROBUSTNESS_SIGNATURE)
-METADATA_PATH = os.path.join("assets.extra", "aradals_tf.json")
-# What the `robustness` signature reports as `radius` for "never flipped".
-NEVER_FLIPPED_RADIUS = -1.0
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".gif", ".bmp")
+# Batch size of the passes over validation images (no gradients).
 EVAL_BATCH_SIZE = 500
-_NAME_PATTERN = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
-
-OUTPUT_DESCRIPTIONS = {
-    "probabilities": "float32 [batch, K]: calibrated class probabilities softmax(logits / T); rows sum to 1",
-    "confidence": "float32 [batch]: the largest calibrated probability (the model's confidence)",
-    "predicted_class": "int64 [batch]: index of the largest probability (ties: lowest index)",
-    "logits": "float32 [batch, K]: calibrated logits, the model's logits divided by T",
-    "predicted_label": "string [batch]: class name of predicted_class (only with class names)",
-    "radius": "float32 [batch]: smallest attack radius that flips the prediction "
-    "(on the grid t * eps_max / steps); -1.0 = not flipped within eps_max",
-    "flipped": "bool [batch]: whether the prediction flips within eps_max",
-    "level": "int32 [batch]: robustness level 0..steps (flip at radius (level + 1) * eps_max / steps; steps = never)",
-}
-
 # Class name -> training method, without importing the higher modules.
 _TRAINING_METHODS = {
     "ARAdaLSModel": "ar-adals",
@@ -84,89 +38,6 @@ _TRAINING_METHODS = {
     "LogitEnsemble": "ensemble",
     "EnsembleARAdaLSModel": "ar-adals (ensemble)",
 }
-
-
-# --------------------------------------------------------------------------
-# Layout: versions, resolving paths, metadata.
-
-
-def _check_name(name):
-    if not isinstance(name, str) or not _NAME_PATTERN.match(name):
-        raise ValueError(
-            f"Model name must be letters, digits, '_', '-' or '.' and not start "
-            f"with '.' or '-' (it becomes a directory and a TF Serving model "
-            f"name); got {name!r}."
-        )
-    return name
-
-
-def list_versions(model_dir):
-    """Sorted integer versions in a TF Serving model directory (`base/<name>`).
-
-    Hidden partial directories of exports in progress (or killed) are not
-    versions; neither is anything else whose name is not an integer.
-    """
-    if not os.path.isdir(model_dir):
-        return []
-    return sorted(
-        int(entry)
-        for entry in os.listdir(model_dir)
-        if entry.isdigit() and os.path.isdir(os.path.join(model_dir, entry))
-    )
-
-
-def next_version(base_dir, name):
-    """The version `export_saved_model` picks by default: 1 + the largest one."""
-    versions = list_versions(os.path.join(base_dir, _check_name(name)))
-    return (versions[-1] + 1) if versions else 1
-
-
-def resolve_saved_model(path):
-    """Returns the SavedModel directory that `path` names.
-
-    Args:
-        path: a version directory (`saved_models/<name>/<version>`) or a
-            model directory (`saved_models/<name>`), which resolves to its
-            highest version, as TF Serving's default version policy does.
-
-    Raises:
-        FileNotFoundError: no such directory, or no SavedModel in it.
-    """
-    if not os.path.isdir(path):
-        raise FileNotFoundError(
-            f"SavedModel directory {path} not found; create one with "
-            "`aradals-tf export --run RUN`."
-        )
-    if os.path.isfile(os.path.join(path, "saved_model.pb")):
-        return path
-    versions = [
-        v for v in list_versions(path) if os.path.isfile(os.path.join(path, str(v), "saved_model.pb"))
-    ]
-    if versions:
-        return os.path.join(path, str(versions[-1]))
-    raise FileNotFoundError(
-        f"{path} holds no SavedModel (no saved_model.pb, nor version "
-        "subdirectories with one)."
-    )
-
-
-def read_metadata(path):
-    """Reads the export metadata of a SavedModel written by this module.
-
-    Args:
-        path: a version or model directory (see `resolve_saved_model`).
-
-    Returns:
-        The metadata dict, or `None` for a SavedModel without it.
-    """
-    metadata_path = os.path.join(resolve_saved_model(path), METADATA_PATH)
-    if not os.path.isfile(metadata_path):
-        return None
-    return atomic.read_json(metadata_path)
-
-
-# --------------------------------------------------------------------------
-# Export.
 
 
 def _find_input_shape(model, depth=0):
@@ -413,23 +284,23 @@ def build_export_archive(model, input_shape, temperature_layer, class_names, att
         outputs = calibrated(clean_logits)
         del outputs["probabilities"], outputs["logits"]
         outputs.update(
-            radius=tf.where(flipped, radius, tf.constant(NEVER_FLIPPED_RADIUS, tf.float32)),
+            radius=tf.where(flipped, radius, tf.constant(layout.NEVER_FLIPPED_RADIUS, tf.float32)),
             flipped=flipped,
             level=level,
         )
         return outputs
 
-    float_spec = [tf.TensorSpec([None, *input_shape], tf.float32, name=INPUT_NAME)]
+    float_spec = [tf.TensorSpec([None, *input_shape], tf.float32, name=layout.INPUT_NAME)]
     archive = keras.export.ExportArchive()
     archive.track(model)
     archive.track(temperature_layer)
-    archive.add_endpoint(SERVING_SIGNATURE, serve, input_signature=float_spec)
+    archive.add_endpoint(layout.SERVING_SIGNATURE, serve, input_signature=float_spec)
     archive.add_endpoint(
-        UINT8_SIGNATURE,
+        layout.UINT8_SIGNATURE,
         serve_uint8,
-        input_signature=[tf.TensorSpec([None, *input_shape], tf.uint8, name=INPUT_NAME)],
+        input_signature=[tf.TensorSpec([None, *input_shape], tf.uint8, name=layout.INPUT_NAME)],
     )
-    archive.add_endpoint(ROBUSTNESS_SIGNATURE, robustness_fn, input_signature=float_spec)
+    archive.add_endpoint(layout.ROBUSTNESS_SIGNATURE, robustness_fn, input_signature=float_spec)
     return archive
 
 
@@ -455,8 +326,9 @@ def export_saved_model(
     Writes `base_dir/<name>/<version>/` atomically (temporary sibling, then
     rename) with the signatures `serving_default` (float32 images in
     [0, 1]), `serving_uint8` (uint8 images 0-255) and `robustness`, and
-    `assets.extra/aradals_tf.json` metadata; see the module docstring for the
-    inputs and outputs.
+    `assets.extra/aradals_tf.json` metadata; the signatures' inputs and outputs are
+    `layout.SIGNATURE_INPUTS` / `layout.OUTPUT_DESCRIPTIONS` (the serving guide
+    shows them).
 
     Args:
         model: a built Keras model mapping a batch of float32 images in
@@ -504,9 +376,9 @@ def export_saved_model(
     ...                           calibration="temperature",
     ...                           validation_data=(x_val, y_val), eps_max=0.3)
     """
-    name = _check_name(name if name is not None else model.name)
+    name = layout.check_name(name if name is not None else model.name)
     if version is None:
-        version = next_version(base_dir, name)
+        version = layout.next_version(base_dir, name)
     if isinstance(version, bool) or int(version) != version or int(version) < 1:
         raise ValueError(f"version must be an integer >= 1; got {version!r}.")
     version = int(version)
@@ -555,273 +427,22 @@ def export_saved_model(
         "num_classes": num_classes,
         "class_names": names,
         "input": {
-            "name": INPUT_NAME,
+            "name": layout.INPUT_NAME,
             "shape": [None, *input_shape],
             "dtype": "float32",
             "range": [0.0, 1.0],
-            "uint8_signature": UINT8_SIGNATURE,
+            "uint8_signature": layout.UINT8_SIGNATURE,
             "note": "serving_default and robustness take float32 in [0, 1]; "
             "serving_uint8 takes uint8 0-255. Values outside the range are not "
             "checked by the server.",
         },
         "signatures": {
-            SERVING_SIGNATURE: _signature_outputs(names, robustness_outputs=False),
-            UINT8_SIGNATURE: _signature_outputs(names, robustness_outputs=False),
-            ROBUSTNESS_SIGNATURE: _signature_outputs(names, robustness_outputs=True),
+            signature: layout.signature_outputs(signature, names) for signature in layout.SIGNATURES
         },
-        "robustness": {**attack, "never_flipped_radius": NEVER_FLIPPED_RADIUS},
+        "robustness": {**attack, "never_flipped_radius": layout.NEVER_FLIPPED_RADIUS},
         "source": metadata or {},
     }
     with atomic.atomic_directory(version_dir) as partial:
         archive.write_out(partial, verbose=False)
-        atomic.write_json(os.path.join(partial, METADATA_PATH), record)
+        atomic.write_json(os.path.join(partial, layout.METADATA_PATH), record)
     return version_dir
-
-
-def _signature_outputs(class_names, robustness_outputs):
-    keys = (
-        ["radius", "flipped", "level", "confidence", "predicted_class"]
-        if robustness_outputs
-        else ["probabilities", "confidence", "predicted_class", "logits"]
-    )
-    if class_names:
-        keys.append("predicted_label")
-    return {key: OUTPUT_DESCRIPTIONS[key] for key in keys}
-
-
-# --------------------------------------------------------------------------
-# Running an exported model (the CLI's `predict`).
-
-
-def load_saved_model(path):
-    """Loads a SavedModel for `predict`; returns `(loaded object, version dir)`."""
-    version_dir = resolve_saved_model(path)
-    try:
-        loaded = tf.saved_model.load(version_dir)
-    except Exception as error:  # TF raises several types for a bad directory
-        raise ValueError(
-            f"Cannot load the SavedModel in {version_dir}: {type(error).__name__}: "
-            f"{str(error).splitlines()[0] if str(error) else ''}"
-        ) from None
-    return loaded, version_dir
-
-
-def signature_input_spec(loaded, signature):
-    """The `tf.TensorSpec` of a signature's single `images` input."""
-    if signature not in loaded.signatures:
-        raise ValueError(
-            f"The SavedModel has no signature {signature!r}; it has "
-            f"{', '.join(sorted(loaded.signatures))}."
-        )
-    specs = loaded.signatures[signature].structured_input_signature[1]
-    if len(specs) != 1:
-        raise ValueError(
-            f"Signature {signature!r} takes {len(specs)} inputs ({', '.join(specs)}); "
-            "predict feeds exactly one image tensor."
-        )
-    return next(iter(specs.values()))
-
-
-def _describe_shape(shape):
-    return "x".join(str(d) for d in shape)
-
-
-def _read_npy(path, image_shape):
-    try:
-        array = np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as error:
-        raise ValueError(f"Cannot read {path} as a .npy array: {error}") from None
-    if array.dtype == np.uint8:
-        pass
-    elif array.dtype in (np.float16, np.float32, np.float64):
-        array = array.astype(np.float32)
-        if not np.all(np.isfinite(array)):
-            raise ValueError(f"{path} contains NaN or inf.")
-        if array.size and (array.min() < 0.0 or array.max() > 1.0):
-            raise ValueError(
-                f"{path} has values in [{array.min():.4g}, {array.max():.4g}]; the "
-                "model takes float images in [0, 1] (or uint8 0-255): divide by 255."
-            )
-    else:
-        raise ValueError(
-            f"{path} has dtype {array.dtype}; the model takes float32 images in "
-            "[0, 1] or uint8 images 0-255."
-        )
-    if array.shape == tuple(image_shape):
-        array = array[None]
-    if array.ndim != len(image_shape) + 1 or array.shape[1:] != tuple(image_shape):
-        raise ValueError(
-            f"{path} has shape {array.shape}; the model takes one image "
-            f"{tuple(image_shape)} or a batch (n, {', '.join(map(str, image_shape))})."
-        )
-    return array
-
-
-def _read_image(path, image_shape, resize):
-    try:
-        contents = tf.io.read_file(path)
-        image = tf.io.decode_image(contents, expand_animations=False)
-    except (tf.errors.OpError, ValueError) as error:
-        message = getattr(error, "message", str(error)).splitlines()
-        raise ValueError(
-            f"Cannot decode {path} as an image (PNG, JPEG, GIF or BMP; arrays as "
-            f".npy): {message[0] if message else type(error).__name__}"
-        ) from None
-    height, width, channels = image_shape
-    if image.dtype != tf.uint8:
-        image = tf.image.convert_image_dtype(image, tf.uint8)
-    have = int(image.shape[-1])
-    if have in (2, 4):  # drop the alpha channel
-        image = image[..., : have - 1]
-        have -= 1
-    if have == 3 and channels == 1:
-        image = tf.image.rgb_to_grayscale(image)
-    elif have == 1 and channels == 3:
-        image = tf.image.grayscale_to_rgb(image)
-    elif have != channels:
-        raise ValueError(f"{path} has {have} channels; the model takes {channels}.")
-    if tuple(image.shape[:2]) != (height, width):
-        if not resize:
-            raise ValueError(
-                f"{path} is {_describe_shape(image.shape)} (HxWxC after channel "
-                f"conversion); the model takes {_describe_shape(image_shape)}: "
-                "pass --resize to resize it (bilinear)."
-            )
-        resized = tf.image.resize(tf.cast(image, tf.float32) / 255.0, (height, width))
-        return np.clip(resized.numpy(), 0.0, 1.0).astype(np.float32)[None]
-    return image.numpy().astype(np.uint8)[None]
-
-
-def read_inputs(paths, image_shape, resize=False):
-    """Reads input files into one batch for an exported model.
-
-    Args:
-        paths: files: `.npy` arrays (one image `(H, W, C)` or a batch
-            `(n, H, W, C)`; float in [0, 1] or uint8 0-255) or images (PNG,
-            JPEG, GIF, BMP; converted to the model's channels).
-        image_shape: the model's `(H, W, C)`.
-        resize: resize images of another size (bilinear) instead of failing.
-
-    Returns:
-        A numpy batch: uint8 (0-255) when every input is uint8, else float32
-        in [0, 1].
-
-    Raises:
-        FileNotFoundError: a missing file.
-        ValueError: a wrong shape, dtype or range, or an undecodable image.
-    """
-    if not paths:
-        raise ValueError("No input files given.")
-    batches = []
-    for path in paths:
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"Input file {path} not found.")
-        if path.lower().endswith(".npy"):
-            batches.append(_read_npy(path, image_shape))
-        else:
-            batches.append(_read_image(path, image_shape, resize))
-    if all(batch.dtype == np.uint8 for batch in batches):
-        return np.concatenate(batches)
-    return np.concatenate(
-        [b.astype(np.float32) / 255.0 if b.dtype == np.uint8 else b for b in batches]
-    )
-
-
-def signature_for(inputs, signature=SERVING_SIGNATURE, available=SIGNATURES):
-    """Signature to run and the inputs to feed it.
-
-    uint8 inputs go to `serving_uint8` (when `signature` is
-    `serving_default` and the model has it), otherwise they are divided by 255.
-    """
-    if inputs.dtype == np.uint8:
-        if signature == SERVING_SIGNATURE and UINT8_SIGNATURE in available:
-            return UINT8_SIGNATURE, inputs
-        return signature, inputs.astype(np.float32) / 255.0
-    return signature, inputs.astype(np.float32)
-
-
-def run_signature(loaded, signature, inputs):
-    """Runs a loaded SavedModel's signature; returns a dict of numpy outputs."""
-    spec = signature_input_spec(loaded, signature)
-    if inputs.dtype != spec.dtype.as_numpy_dtype or not spec.shape.is_compatible_with(inputs.shape):
-        raise ValueError(
-            f"Signature {signature!r} takes {spec.dtype.name} {spec.shape}; got "
-            f"{inputs.dtype} {inputs.shape}."
-        )
-    outputs = loaded.signatures[signature](**{INPUT_NAME: tf.constant(inputs)})
-    return {key: value.numpy() for key, value in sorted(outputs.items())}
-
-
-def prepare_inputs(path, files, signature=SERVING_SIGNATURE, resize=False):
-    """Reads and checks input files for a SavedModel, before loading it.
-
-    The input shape and signatures come from the export metadata when there
-    is one (so bad input fails fast), else from the loaded SavedModel.
-
-    Args:
-        path: a version or model directory (see `resolve_saved_model`).
-        files: input files (see `read_inputs`).
-        signature: `serving_default` or `robustness`.
-        resize: resize images of another size.
-
-    Returns:
-        `(version_dir, signature to run, batch to feed it, loaded SavedModel
-        or None when not loaded yet)`.
-    """
-    version_dir = resolve_saved_model(path)
-    metadata = read_metadata(version_dir)
-    loaded = None
-    if metadata is not None:
-        image_shape = tuple(metadata["input"]["shape"][1:])
-        available = tuple(metadata["signatures"])
-        if signature not in available:
-            raise ValueError(
-                f"The SavedModel has no signature {signature!r}; it has {', '.join(available)}."
-            )
-    else:
-        loaded, _ = load_saved_model(version_dir)
-        spec = signature_input_spec(loaded, signature)
-        image_shape = tuple(spec.shape[1:])
-        available = tuple(loaded.signatures)
-        if None in image_shape:
-            raise ValueError(f"Signature {signature!r} has an input of unknown shape {spec.shape}.")
-    batch = read_inputs(files, image_shape, resize=resize)
-    name, batch = signature_for(batch, signature, available)
-    return version_dir, name, batch, loaded
-
-
-def _jsonable(value):
-    """Python values for JSON; float32 as its shortest decimal (0.12, not
-    0.11999999731779099), which parses back to the same float32."""
-    value = np.asarray(value)
-    if value.dtype.kind in "SOU":
-        if value.ndim:
-            return [_jsonable(v) for v in value]
-        item = value.item()
-        return item.decode("utf-8", errors="replace") if isinstance(item, bytes) else str(item)
-    if value.dtype in (np.float16, np.float32):
-        return value.astype(str).astype(np.float64).tolist()
-    return value.tolist()
-
-
-def rest_response(outputs):
-    """TF Serving's REST `predict` response (row format) for named outputs.
-
-    `{"predictions": [{"probabilities": [...], "confidence": 0.98, ...}, ...]}`
-    """
-    count = len(next(iter(outputs.values())))
-    return {
-        "predictions": [
-            {key: _jsonable(value[row]) for key, value in outputs.items()} for row in range(count)
-        ]
-    }
-
-
-def rest_request(inputs, signature):
-    """The TF Serving REST `predict` request body (row format) for a batch."""
-    return {"signature_name": signature, "instances": _jsonable(inputs)}
-
-
-def dumps(payload):
-    """Compact one-line JSON, ready for `curl -d @file`."""
-    return json.dumps(payload, separators=(",", ":"))

@@ -1,0 +1,142 @@
+"""The `AdaptiveSmoothing` callback: AR-AdaLS's per-epoch eps update.
+
+After every epoch it scores validation data's robustness with the current
+weights, buckets it with the model's stratum thresholds and moves each
+stratum's eps by `alpha (conf_r - acc_r)` (or by the relative step of
+`smoothing.update_eps`).
+"""
+
+import weakref
+
+import numpy as np
+import tensorflow as tf
+
+from aradals_tf import losses
+from aradals_tf import smoothing
+from aradals_tf import training
+
+
+def _batched(validation_data, batch_size):
+    """A batched dataset from `(x, y)` arrays or a (batched or not) tf.data.Dataset."""
+    if isinstance(validation_data, tf.data.Dataset):
+        image_spec = validation_data.element_spec[0]
+        if (
+            image_spec.shape.rank is not None
+            and image_spec.shape.rank >= 2
+            and image_spec.shape[0] is None
+        ):
+            return validation_data  # already batched
+        return validation_data.batch(batch_size)
+    if isinstance(validation_data, (tuple, list)) and len(validation_data) == 2:
+        return tf.data.Dataset.from_tensor_slices(
+            (np.asarray(validation_data[0], np.float32), np.asarray(validation_data[1]))
+        ).batch(batch_size)
+    raise ValueError(
+        "validation_data must be a tf.data.Dataset of (x, y) or a tuple (x, y) of arrays."
+    )
+
+
+# model -> its compiled `robustness_levels`: a new tf.function per epoch would
+# retrace every time, which cost most of the scoring pass.
+_SCORING_FUNCTIONS = weakref.WeakKeyDictionary()
+
+
+def _scoring_function(model):
+    if model not in _SCORING_FUNCTIONS:
+        model_ref = weakref.ref(model)  # the cache must not keep the model alive
+
+        @tf.function(reduce_retracing=True)
+        def score(x):
+            return model_ref().robustness_levels(x)
+
+        _SCORING_FUNCTIONS[model] = score
+    return _SCORING_FUNCTIONS[model]
+
+
+def stratum_statistics(model, validation_data, batch_size=500):
+    """Per-stratum validation count, mean confidence and accuracy of a model.
+
+    Robustness is measured with the model's own estimator and current
+    weights, and bucketed with its current thresholds.
+
+    Args:
+        model: an `ARAdaLSModel`.
+        validation_data: `(x, y)` arrays or a dataset of `(x, y)`.
+        batch_size: batch size when `validation_data` is unbatched.
+
+    Returns:
+        `(count, confidence, accuracy)`, float32 numpy `[R]` each.
+    """
+    score = _scoring_function(model)
+    strata, confidence, correct = [], [], []
+    for x, y in _batched(validation_data, batch_size):
+        level, logits = score(x)
+        probs = tf.nn.softmax(tf.cast(logits, tf.float32))
+        strata.append(model.strata_of(level))
+        confidence.append(tf.reduce_max(probs, axis=-1))
+        correct.append(
+            tf.equal(tf.argmax(probs, axis=-1, output_type=tf.int32), losses.flat_labels(y))
+        )
+    count, mean_confidence, accuracy = smoothing.stratum_calibration(
+        tf.concat(strata, 0), tf.concat(confidence, 0), tf.concat(correct, 0), model.num_strata
+    )
+    return count.numpy(), mean_confidence.numpy(), accuracy.numpy()
+
+
+class AdaptiveSmoothing(training.EpsUpdateCallback):
+    """Adapts an `ARAdaLSModel`'s per-stratum smoothing after every epoch.
+
+    At each epoch end: score `validation_data`'s robustness with the current
+    weights, bucket it with the training thresholds, compute each stratum's
+    mean confidence and accuracy, and update
+    `eps_r <- clip(eps_r + alpha (conf_r - acc_r), 0, eps_cap)` (`alpha`,
+    `eps_cap` and the rule, `eps_update`, are the model's). Writes
+    `stratum{r}_eps`, `stratum{r}_conf` and `stratum{r}_acc` into `logs`, so
+    `History`, `CSVLogger` and `TensorBoard` record them, and keeps them with
+    each stratum's validation count and the thresholds in `self.records` (one
+    dict per epoch) for `plots.eps_per_stratum`.
+
+    Args:
+        validation_data: `(x, y)` arrays or a `tf.data.Dataset` of `(x, y)`
+            (batched or not); held out from training.
+        batch_size: batch size for unbatched validation data.
+
+    Example:
+
+    ```python
+    adaptive = AdaptiveSmoothing((x_val, y_val))
+    model.fit(train, epochs=20, callbacks=[adaptive])
+    plots.eps_per_stratum(adaptive.records, "eps.png")
+    ```
+    """
+
+    def __init__(self, validation_data, batch_size=500):
+        super().__init__()
+        self.validation_data = _batched(validation_data, batch_size)
+        self.records = []
+
+    def on_epoch_end(self, epoch, logs=None):
+        model = self.model
+        if not isinstance(model, training.ARAdaLSModel):
+            raise ValueError("AdaptiveSmoothing needs an ARAdaLSModel.")
+        count, confidence, accuracy = stratum_statistics(model, self.validation_data)
+        eps = smoothing.update_eps(
+            model.stratum_eps,
+            confidence,
+            accuracy,
+            count,
+            model.alpha,
+            model.eps_cap,
+            rule=model.eps_update,
+        )
+        model.stratum_eps.assign(eps)
+        record = {"epoch": epoch}
+        for r in range(model.num_strata):
+            record[f"stratum{r}_eps"] = float(eps[r])
+            record[f"stratum{r}_conf"] = float(confidence[r])
+            record[f"stratum{r}_acc"] = float(accuracy[r])
+            record[f"stratum{r}_count"] = float(count[r])
+        self.records.append(record)
+        record["thresholds"] = [int(t) for t in np.asarray(model.stratum_thresholds)]
+        if logs is not None:
+            logs.update({k: v for k, v in record.items() if k.endswith(("_eps", "_conf", "_acc"))})

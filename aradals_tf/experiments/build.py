@@ -1,0 +1,143 @@
+"""Building a run from its config: data pipelines, strategy and the model."""
+
+import keras
+import tensorflow as tf
+
+from aradals_tf import backbones
+from aradals_tf import corruptions
+from aradals_tf import data
+from aradals_tf import ensemble
+from aradals_tf import losses
+from aradals_tf import metrics
+from aradals_tf import training
+from aradals_tf.experiments.config import CORRUPTION_SEED
+from aradals_tf.experiments.config import EVAL_BATCH_SIZE
+
+
+def split_dataset(config, split):
+    """The unbatched `(image, label)` dataset of one split of a config's data."""
+    return data.load_dataset(config.dataset, split, config.seed, data_dir=config.data_dir)
+
+
+def training_datasets(config, shuffle_seed=None):
+    """`(train, validation)`: the shuffled, batched training split and the
+    batched validation split of a config's data.
+
+    Args:
+        config: a validated `TrainConfig`.
+        shuffle_seed: seed of the shuffle (default: `config.seed`).
+    """
+    train = (
+        split_dataset(config, "train")
+        .cache()
+        .shuffle(
+            10_000,
+            seed=config.seed if shuffle_seed is None else shuffle_seed,
+            reshuffle_each_iteration=True,
+        )
+        .batch(config.batch_size)
+        .prefetch(tf.data.AUTOTUNE)
+    )
+    validation = (
+        split_dataset(config, "validation")
+        .cache()
+        .batch(EVAL_BATCH_SIZE)
+        .prefetch(tf.data.AUTOTUNE)
+    )
+    return train, validation
+
+
+def smoothing_dataset(config, validation):
+    """The batched data AR-AdaLS's eps update is measured on: `validation`
+    (batched, from `training_datasets`) or, for `smoothing_data="clean+held-out"`,
+    the validation split plus its held-out-corrupted copy."""
+    if config.smoothing_data == "clean":
+        return validation
+    clean = split_dataset(config, "validation")
+    # A seed apart from the evaluation's, so that selection on held-out
+    # validation shifts does not score the very draws the update saw.
+    shifted = corruptions.held_out_copy(clean, seed=CORRUPTION_SEED + 1)
+    return clean.concatenate(shifted).cache().batch(EVAL_BATCH_SIZE).prefetch(tf.data.AUTOTUNE)
+
+
+def make_strategy(name):
+    """The `tf.distribute` strategy for `--strategy`."""
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if name == "multiworker":
+        # Reads the cluster from TF_CONFIG; a single worker without it.
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    return tf.distribute.get_strategy()
+
+
+def member_seed(config, member):
+    """Seed of ensemble member `member` of a run with `config.seed`."""
+    return 1000 * config.seed + member
+
+
+def _ar_adals_settings(config):
+    return dict(
+        num_strata=config.num_strata,
+        eps_max=config.eps_max,
+        attack_steps=config.attack_steps,
+        alpha=config.alpha,
+        eps_init=config.eps_init,
+        eps_cap=config.eps_cap,
+        eps_update=config.eps_update,
+        robustness_estimate=config.robustness_estimate,
+        first_order_scale=config.first_order_scale,
+        attack_loss=config.attack_loss,
+    )
+
+
+def build_model(config, init_seed=None):
+    """Builds and compiles the model a config describes (not yet trained).
+
+    Args:
+        config: a validated `TrainConfig`.
+        init_seed: seed of the weights (default: `config.seed`).
+
+    Returns:
+        A compiled `keras.Model`; for an ar-adals joint ensemble an
+        `EnsembleARAdaLSModel` of `ensemble_size` backbones. Call inside the
+        strategy's scope for distributed training.
+    """
+    info = data.dataset_info(config.dataset)
+    init_seed = config.seed if init_seed is None else init_seed
+    joint = (
+        config.method == "ar-adals" and config.ensemble_size > 1 and config.ensemble_mode == "joint"
+    )
+    members = []
+    for member in range(config.ensemble_size if joint else 1):
+        keras.utils.set_random_seed(member_seed(config, member) if joint else init_seed)
+        members.append(
+            backbones.build_backbone(config.backbone, info.image_shape, info.num_classes)
+        )
+    backbone = members[0]
+    compile_metrics = [
+        keras.metrics.SparseCategoricalAccuracy(name="accuracy"),
+        metrics.ExpectedCalibrationError(from_logits=True),
+    ]
+    optimizer = keras.optimizers.Adam(config.learning_rate)
+    if config.method == "ar-adals":
+        if joint:
+            model = ensemble.EnsembleARAdaLSModel(
+                members, info.num_classes, **_ar_adals_settings(config)
+            )
+        else:
+            model = training.ARAdaLSModel(backbone, info.num_classes, **_ar_adals_settings(config))
+        model.compile(optimizer=optimizer, metrics=compile_metrics)
+        return model
+    if config.method == "mixup":
+        model = training.MixupModel(
+            backbone, info.num_classes, alpha=config.mixup_alpha, seed=init_seed
+        )
+        model.compile(optimizer=optimizer, metrics=compile_metrics)
+        return model
+    loss = {
+        "vanilla": lambda: keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        "label-smoothing": lambda: losses.SparseLabelSmoothingCrossentropy(config.label_smoothing),
+        "focal": lambda: losses.SparseFocalCrossentropy(config.focal_gamma),
+    }[config.method]()
+    backbone.compile(optimizer=optimizer, loss=loss, metrics=compile_metrics)
+    return backbone

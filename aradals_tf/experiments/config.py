@@ -1,0 +1,191 @@
+"""The run configuration: `TrainConfig` and the choices of its settings.
+
+Plain Python with no TensorFlow import: the command line builds its `train`
+options from these fields (their help texts and choices) and lists them in
+`--help` at once. `TrainConfig.validate` imports the dataset and backbone
+registries only when it runs.
+"""
+
+import dataclasses
+
+from aradals_tf import choices
+
+METHODS = ("vanilla", "label-smoothing", "focal", "mixup", "ar-adals")
+STRATEGIES = ("default", "mirrored", "multiworker")
+ENSEMBLE_MODES = ("joint", "independent")
+SMOOTHING_DATA = ("clean", "clean+held-out")
+SELECTION_CRITERIA = ("validation", "validation+held-out")
+# Batch size of every pass over evaluation data (scoring, no gradients).
+EVAL_BATCH_SIZE = 500
+# Seed of the corruption noise at evaluation time: fixed, so every run and
+# method is evaluated on the same corrupted images.
+CORRUPTION_SEED = 1234
+
+
+def _setting(default, help, choices=None):
+    """A `TrainConfig` field whose metadata the CLI turns into an option."""
+    return dataclasses.field(default=default, metadata={"help": help, "choices": choices})
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Everything that defines one training run.
+
+    Each field's help text is in its metadata (`dataclasses.fields`), which
+    is also what `aradals-tf train --help` shows. AR-AdaLS settings apply to
+    `method="ar-adals"` only.
+
+    Example:
+
+    >>> config = TrainConfig(dataset="digits", method="ar-adals", epochs=5)
+    >>> config.validate().backbone
+    'mlp'
+    """
+
+    dataset: str = _setting(
+        "mnist5k",
+        "Dataset name: mnist5k and digits ship with the package's dependencies; "
+        "tfds names need prepared data (--data-dir). An unknown name lists the valid ones.",
+    )
+    method: str = _setting("vanilla", "Training method.", METHODS)
+    backbone: str | None = _setting(
+        None, "Backbone name (default: chosen by image size; an unknown name lists the valid ones)."
+    )
+    epochs: int = _setting(20, "Training epochs.")
+    batch_size: int = _setting(128, "Training batch size (global, across replicas).")
+    learning_rate: float = _setting(1e-3, "Adam learning rate.")
+    seed: int = _setting(0, "Seed of weights, shuffling and the embedded sets' split.")
+    data_dir: str | None = _setting(None, "tfds data directory.")
+    label_smoothing: float = _setting(
+        0.1, "eps of uniform label smoothing (--method label-smoothing)."
+    )
+    focal_gamma: float = _setting(3.0, "gamma of --method focal.")
+    mixup_alpha: float = _setting(0.2, "Beta(alpha, alpha) of --method mixup.")
+    num_strata: int = _setting(10, "AR-AdaLS: robustness strata.")
+    eps_max: float | None = _setting(
+        None, "AR-AdaLS: attack radius in [0, 1] pixel units (default: the dataset's)."
+    )
+    attack_steps: int = _setting(10, "AR-AdaLS: attack steps, which are the robustness levels.")
+    alpha: float = _setting(1.0, "AR-AdaLS: step of the eps update.")
+    eps_init: float = _setting(0.0, "AR-AdaLS: initial eps of every stratum.")
+    eps_cap: float = _setting(0.5, "AR-AdaLS: largest eps.")
+    eps_update: str = _setting(
+        "additive",
+        "AR-AdaLS: the eps update's step: 'additive' is alpha (conf - acc), the "
+        "paper's; 'relative' divides it by the stratum's error rate, so strata "
+        "that are nearly always right return to hard labels.",
+        choices.EPS_UPDATES,
+    )
+    robustness_estimate: str = _setting(
+        "attack",
+        "AR-AdaLS: 'attack' runs the growing-radius attack on every batch; "
+        "'first_order' estimates the radius from the training forward pass "
+        "(margin / input-gradient norm), a cheaper mode (docs: training-cost study).",
+        choices.ROBUSTNESS_ESTIMATES,
+    )
+    first_order_scale: float = _setting(
+        1.0,
+        "AR-AdaLS first_order mode: factor on the first-order radius before it is "
+        "mapped onto the attack's levels; robustness.fit_first_order_scale "
+        "measures it on validation data.",
+    )
+    attack_loss: str = _setting(
+        "margin", "AR-AdaLS: loss each attack step ascends.", choices.ATTACK_LOSSES
+    )
+    strategy: str = _setting("default", "tf.distribute strategy.", STRATEGIES)
+    ensemble_size: int = _setting(
+        1,
+        "Train M members averaged by a LogitEnsemble (member m initialised and "
+        "shuffled with seed 1000 * seed + m; all share the data split of seed).",
+    )
+    ensemble_mode: str = _setting(
+        "joint",
+        "AR-AdaLS ensembles: 'joint' adapts eps from the ensemble's averaged "
+        "prediction and robustness (members side by side); 'independent' trains "
+        "members one by one, each adapting on its own.",
+        ENSEMBLE_MODES,
+    )
+    smoothing_data: str = _setting(
+        "clean",
+        "AR-AdaLS: data the eps update measures calibration on: the validation "
+        "split, or it plus a copy carrying the held-out corruptions (types "
+        "never in the test suite).",
+        SMOOTHING_DATA,
+    )
+
+    def validate(self):
+        """Raises ValueError on a setting that cannot work; fills defaults.
+
+        Returns:
+            This config, with `backbone` and `eps_max` filled in.
+        """
+        from aradals_tf import backbones
+        from aradals_tf import data
+
+        info = data.dataset_info(self.dataset)
+        if "train" not in info.splits:
+            raise ValueError(
+                f"{self.dataset!r} has no train split; train on cifar10 and "
+                "evaluate on cifar10_corrupted."
+            )
+        for field in dataclasses.fields(self):
+            valid = field.metadata.get("choices")
+            if valid and getattr(self, field.name) not in valid:
+                raise ValueError(
+                    f"Unknown {field.name} {getattr(self, field.name)!r}; "
+                    f"valid: {', '.join(valid)}."
+                )
+        if self.backbone is None:
+            self.backbone = backbones.default_backbone_name(info.image_shape)
+        if self.backbone not in backbones.BACKBONES:
+            raise ValueError(
+                f"Unknown backbone {self.backbone!r}; valid names: "
+                f"{', '.join(backbones.BACKBONES)}."
+            )
+        if self.eps_max is None:
+            self.eps_max = info.eps_max
+        for name in ("epochs", "batch_size", "num_strata", "attack_steps", "ensemble_size"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be >= 1; got {getattr(self, name)}.")
+        for name in ("learning_rate", "mixup_alpha", "eps_max", "first_order_scale"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0; got {getattr(self, name)}.")
+        for name in ("focal_gamma", "alpha"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"{name} must be >= 0; got {getattr(self, name)}.")
+        if not 0 <= self.label_smoothing <= 1:
+            raise ValueError(f"label_smoothing must be in [0, 1]; got {self.label_smoothing}.")
+        if not 0 <= self.eps_init <= self.eps_cap <= 1:
+            raise ValueError(
+                f"Need 0 <= eps_init <= eps_cap <= 1; got {self.eps_init}, {self.eps_cap}."
+            )
+        return self
+
+    @classmethod
+    def from_dict(cls, values):
+        """A config from a dict such as `config.json`'s; unknown keys are ignored."""
+        known = {field.name for field in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in known})
+
+    def method_settings(self):
+        """The settings that matter for this config's method (for tables)."""
+        keys = {
+            "label-smoothing": ("label_smoothing",),
+            "focal": ("focal_gamma",),
+            "mixup": ("mixup_alpha",),
+            "ar-adals": (
+                "alpha",
+                "eps_cap",
+                "eps_update",
+                "num_strata",
+                "eps_max",
+                "attack_steps",
+                "robustness_estimate",
+                "smoothing_data",
+            ),
+        }.get(self.method, ())
+        if self.method == "ar-adals" and self.robustness_estimate == "first_order":
+            keys += ("first_order_scale",)
+        if self.ensemble_size > 1:
+            keys += ("ensemble_size",) + (("ensemble_mode",) if self.method == "ar-adals" else ())
+        return {key: getattr(self, key) for key in keys}

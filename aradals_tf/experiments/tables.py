@@ -1,0 +1,164 @@
+"""Text tables of evaluations, robustness bins and comparisons, and the
+export summary the CLI prints."""
+
+import os
+
+TABLE_COLUMNS = (
+    ("accuracy", "acc %"),
+    ("ece", "ECE %"),
+    ("adaptive_ece", "aECE %"),
+    ("mce", "MCE %"),
+    ("nll", "NLL"),
+    ("brier", "Brier"),
+)
+
+
+def _aligned(header, body, left_columns):
+    """Lines of an aligned table: the first `left_columns` cells left-justified,
+    the others right-justified, a rule of dashes under the header."""
+    widths = [max(len(str(row[i])) for row in [header] + body) for i in range(len(header))]
+
+    def line(row):
+        return "  ".join(
+            str(cell).ljust(width) if i < left_columns else str(cell).rjust(width)
+            for i, (cell, width) in enumerate(zip(row, widths))
+        )
+
+    return [line(header), line(["-" * width for width in widths])] + [line(row) for row in body]
+
+
+def _format_cells(values):
+    cells = []
+    for key, _ in TABLE_COLUMNS:
+        value = values[key]
+        cells.append(f"{value:.4f}" if key in ("nll", "brier") else f"{100 * value:.2f}")
+    return cells
+
+
+def format_table(rows, first_header="condition"):
+    """Formats `[(label, calibration, metric dict)]` as an aligned text table."""
+    header = [first_header, "calibration"] + [title for _, title in TABLE_COLUMNS]
+    body = [[label, kind] + _format_cells(values) for label, kind, values in rows]
+    return "\n".join(_aligned(header, body, left_columns=2))
+
+
+def summary_rows(summary, include_each_shift=True):
+    """Table rows of one `evaluate_run` summary."""
+    rows = []
+    conditions = ["clean"] + (
+        [k for k in summary["results"] if k != "clean"] if include_each_shift else []
+    )
+    for condition in conditions:
+        for kind in ("raw", "temperature"):
+            rows.append(
+                (condition, _kind_label(kind, summary), summary["results"][condition][kind])
+            )
+    if "shift_mean" in summary:
+        for kind in ("raw", "temperature"):
+            rows.append(("shift mean", _kind_label(kind, summary), summary["shift_mean"][kind]))
+    return rows
+
+
+def _kind_label(kind, summary):
+    return "none" if kind == "raw" else f"TS (T={summary['temperature']:.2f})"
+
+
+def format_bin_table(rows, key):
+    """Formats `calibration_by_robustness` rows as an aligned text table."""
+    header = ["bin", "count", f"{key} range", "acc %", "conf %", "conf-acc", "ECE %"]
+    body = []
+    for row in rows:
+        low, high = (
+            f"{row[f'{key}_{end}']:{'.4f' if key == 'confidence' else '.3g'}}"
+            for end in ("min", "max")
+        )
+        body.append(
+            [
+                str(row["bin"]),
+                str(row["count"]),
+                low if low == high else f"{low} - {high}",
+                f"{100 * row['accuracy']:.2f}",
+                f"{100 * row['confidence']:.2f}",
+                f"{100 * row['gap']:+.2f}",
+                f"{100 * row['ece']:.2f}",
+            ]
+        )
+    return "\n".join(_aligned(header, body, left_columns=0))
+
+
+def format_comparison(summary):
+    """The comparison as a text table: mean +- std over seeds, in percent."""
+    columns = (
+        ("accuracy", "acc %"),
+        ("ece", "ECE %"),
+        ("adaptive_ece", "aECE %"),
+        ("nll", "NLL"),
+        ("brier", "Brier"),
+    )
+    header = ["method", "data", "calibration"] + [title for _, title in columns]
+    body = []
+    for method, row in summary["methods"].items():
+        for condition in ("clean", "shift_mean"):
+            for kind in ("raw", "temperature"):
+                key = f"{condition}_{kind}"
+                if key not in row:
+                    continue
+                cells = []
+                for name, _ in columns:
+                    mean, std = row[key][name]
+                    scale = 1 if name in ("nll", "brier") else 100
+                    digits = 3 if scale == 1 else 2
+                    cells.append(f"{scale * mean:.{digits}f}±{scale * std:.{digits}f}")
+                label = "none" if kind == "raw" else f"TS (T={row['temperature'][0]:.2f})"
+                body.append([method, condition.replace("_", " "), label] + cells)
+    lines = _aligned(header, body, left_columns=3)
+    settings = [
+        f"{m}: {', '.join(f'{k}={v}' for k, v in row['settings'].items()) or 'defaults'}"
+        for m, row in summary["methods"].items()
+    ]
+    criterion = {
+        "validation": "validation ECE",
+        "validation+held-out": "mean of clean and held-out-shift validation ECE",
+    }[summary.get("select_on", "validation")]
+    lines += ["", f"Chosen settings ({criterion}):"] + ["  " + s for s in settings]
+    methods = list(summary["methods"])
+    names = list(summary["methods"][methods[0]].get("by_corruption", {}))
+    if names:
+        lines += ["", "Raw ECE % by corruption (mean over severities 1-5, then over seeds):"]
+        width = max(len(n) for n in names)
+        columns = {m: max(len(m), 6) for m in methods}
+        lines.append(" " * width + "  " + "  ".join(m.rjust(columns[m]) for m in methods))
+        for name in names:
+            cells = [
+                f"{100 * summary['methods'][m]['by_corruption'][name]['ece'][0]:.2f}".rjust(
+                    columns[m]
+                )
+                for m in methods
+            ]
+            lines.append(name.ljust(width) + "  " + "  ".join(cells))
+    return "\n".join(lines)
+
+
+def format_export(run_dir, config, path, meta):
+    """What `aradals-tf export` prints: the export, its calibration, how to serve it."""
+    calibration, attack = meta["calibration"], meta["robustness"]
+    validation = calibration["validation"]
+    fitted = calibration["method"] == "temperature"
+    lines = [
+        f"Exported {run_dir} ({config.method} on {config.dataset}) to {path}",
+        f"  calibration: {calibration['method']}, T = {calibration['temperature']:.4f}"
+        + (
+            f" (fitted on the validation split, {validation['examples']} examples)"
+            if fitted
+            else ""
+        ),
+        f"  validation ECE {100 * validation['ece_before']:.2f} % -> "
+        f"{100 * validation['ece_after']:.2f} %, "
+        f"NLL {validation['nll_before']:.4f} -> {validation['nll_after']:.4f}",
+        "  signatures: serving_default (float32 images in [0, 1]), serving_uint8 (uint8 0-255), "
+        f"robustness (L-{attack['norm']} eps_max {attack['eps_max']:.4g}, {attack['steps']} steps)",
+        "Serve: docker run -p 8501:8501 -p 8500:8500 "
+        f"-v {os.path.abspath(os.path.dirname(path))}:/models/{meta['name']} "
+        f"-e MODEL_NAME={meta['name']} tensorflow/serving",
+    ]
+    return "\n".join(lines)

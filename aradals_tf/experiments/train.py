@@ -1,0 +1,184 @@
+"""Resumable training runs: train a config into a run directory, load it back.
+
+A run directory holds `config.json` (everything needed to rebuild the
+experiment), `model.keras` (the trained model; calling it gives logits) and
+`history.json` (Keras's per-epoch logs); `evaluate_run` adds `metrics.json`
+and reliability diagrams. Directories and files are written atomically (see
+`atomic`), so an interrupted run leaves nothing half-written.
+"""
+
+import dataclasses
+import os
+import shutil
+
+import keras
+
+from aradals_tf import adaptive_smoothing
+from aradals_tf import atomic
+from aradals_tf import ensemble
+from aradals_tf import plots
+from aradals_tf.experiments import build
+from aradals_tf.experiments.config import TrainConfig
+from aradals_tf.version import __version__
+
+
+def hidden_sibling(out, suffix):
+    """`.<name>.<suffix>` beside `out`: where a run keeps its resume state."""
+    out = os.path.abspath(out)
+    return os.path.join(os.path.dirname(out), f".{os.path.basename(out)}.{suffix}")
+
+
+def _fit(config, model, train, validation, backup, verbose, extra_callbacks):
+    """One Keras fit with resume support; returns `(history, eps records)`."""
+    callbacks = [keras.callbacks.BackupAndRestore(backup), *extra_callbacks]
+    adaptive = None
+    if config.method == "ar-adals":
+        adaptive = adaptive_smoothing.AdaptiveSmoothing(build.smoothing_dataset(config, validation))
+        callbacks.insert(0, adaptive)
+    history = model.fit(
+        train,
+        validation_data=validation,
+        epochs=config.epochs,
+        callbacks=callbacks,
+        shuffle=False,  # the dataset shuffles itself, seeded
+        verbose=verbose,
+    )
+    history = {key: [float(v) for v in values] for key, values in history.history.items()}
+    return history, (adaptive.records if adaptive else [])
+
+
+def _eps_plot(config, records, path, label=""):
+    if records:
+        plots.eps_per_stratum(
+            records, path, title=f"AR-AdaLS on {config.dataset}{label}: eps per robustness stratum"
+        )
+
+
+def _train_one(config, out, partial, verbose, extra_callbacks):
+    """Trains one model (or a joint ensemble); returns `(model, history)`."""
+    strategy = build.make_strategy(config.strategy)
+    # Seed everything before the data pipeline too: a run must not depend on
+    # what ran before it in this process.
+    keras.utils.set_random_seed(config.seed)
+    train, validation = build.training_datasets(config)
+    with strategy.scope():
+        model = build.build_model(config)
+    history, records = _fit(
+        config, model, train, validation, hidden_sibling(out, "backup"), verbose, extra_callbacks
+    )
+    _eps_plot(config, records, os.path.join(partial, "eps_per_stratum.png"))
+    if isinstance(model, ensemble.EnsembleARAdaLSModel):
+        model = model.backbone  # the LogitEnsemble of the trained members
+    return model, history
+
+
+def _train_members(config, out, partial, verbose, extra_callbacks):
+    """Trains an ensemble member by member; a finished member is kept in
+    `.<out>.members` and not retrained. Returns `(LogitEnsemble, history)`."""
+    strategy = build.make_strategy(config.strategy)
+    work = hidden_sibling(out, "members")
+    members, history = [], {}
+    for member in range(config.ensemble_size):
+        member_dir = os.path.join(work, f"member{member}")
+        member_path = os.path.join(member_dir, "model.keras")
+        if os.path.isfile(member_path):
+            print(
+                f"Member {member + 1}/{config.ensemble_size}: already trained, "
+                f"loaded from {member_dir}"
+            )
+            members.append(keras.models.load_model(member_path, compile=False))
+            history[f"member{member}"] = atomic.read_json(os.path.join(member_dir, "history.json"))
+            continue
+        seed = build.member_seed(config, member)
+        print(f"Member {member + 1}/{config.ensemble_size} (seed {seed}):")
+        keras.utils.set_random_seed(seed)
+        train, validation = build.training_datasets(config, shuffle_seed=seed)
+        with strategy.scope():
+            model = build.build_model(config, init_seed=seed)
+        member_history, records = _fit(
+            config, model, train, validation, member_dir + ".backup", verbose, extra_callbacks
+        )
+        with atomic.atomic_directory(member_dir, overwrite=True) as member_partial:
+            model.save(os.path.join(member_partial, "model.keras"))
+            atomic.write_json(os.path.join(member_partial, "history.json"), member_history)
+        shutil.rmtree(member_dir + ".backup", ignore_errors=True)
+        _eps_plot(
+            config,
+            records,
+            os.path.join(partial, f"eps_per_stratum_member{member}.png"),
+            f", member {member}",
+        )
+        members.append(model)
+        history[f"member{member}"] = member_history
+    return ensemble.LogitEnsemble(members), history
+
+
+def train_run(config, out, overwrite=False, verbose="auto", extra_callbacks=()):
+    """Trains `config` and writes the run directory `out` atomically.
+
+    An interrupted run resumes when run again: Keras's `BackupAndRestore`
+    keeps the last finished epoch (weights, optimizer and AR-AdaLS state) in
+    a hidden `.<out>.backup` sibling, and the finished members of an
+    ensemble trained in sequence wait in `.<out>.members`; both are removed
+    once the run directory is complete.
+
+    Args:
+        config: a `TrainConfig`.
+        out: run directory to create.
+        overwrite: replace an existing run directory.
+        verbose: Keras `fit` verbosity.
+        extra_callbacks: more Keras callbacks for `fit`.
+
+    Returns:
+        The per-epoch logs: a dict (one model), or `{"member<i>": dict}` for
+        an ensemble trained member by member.
+    """
+    config.validate()
+    if os.path.exists(out) and not overwrite:
+        raise FileExistsError(f"{out} already exists; pass --overwrite to replace it.")
+    sequential = config.ensemble_size > 1 and not (
+        config.method == "ar-adals" and config.ensemble_mode == "joint"
+    )
+    with atomic.atomic_directory(out, overwrite=overwrite) as partial:
+        train_fn = _train_members if sequential else _train_one
+        model, history = train_fn(config, out, partial, verbose, extra_callbacks)
+        model.save(os.path.join(partial, "model.keras"))
+        atomic.write_json(
+            os.path.join(partial, "config.json"),
+            {"aradals_tf_version": __version__, **dataclasses.asdict(config)},
+        )
+        atomic.write_json(os.path.join(partial, "history.json"), history)
+    # Only now that the run directory is complete: drop the resume state.
+    shutil.rmtree(hidden_sibling(out, "members" if sequential else "backup"), ignore_errors=True)
+    return history
+
+
+def load_run(run_dir):
+    """Loads a run directory: returns `(TrainConfig, keras.Model)`.
+
+    Raises:
+        FileNotFoundError: no such directory, or it is not a run directory.
+        ValueError: a corrupt config or model file.
+    """
+    if not os.path.isdir(run_dir):
+        raise FileNotFoundError(
+            f"Run directory {run_dir} not found; create one with "
+            f"`aradals-tf train --out {run_dir}`."
+        )
+    config_path = os.path.join(run_dir, "config.json")
+    model_path = os.path.join(run_dir, "model.keras")
+    for path in (config_path, model_path):
+        if not os.path.isfile(path):
+            raise FileNotFoundError(
+                f"{run_dir} is not a run directory: {os.path.basename(path)} is "
+                "missing (written by `aradals-tf train`)."
+            )
+    config = TrainConfig.from_dict(atomic.read_json(config_path))
+    try:
+        model = keras.models.load_model(model_path, compile=False)
+    except Exception as error:  # Keras raises many types for a bad archive.
+        raise ValueError(
+            f"Cannot load {model_path}: {type(error).__name__}: "
+            f"{str(error).splitlines()[0] if str(error) else 'corrupt file'}"
+        ) from None
+    return config, model
