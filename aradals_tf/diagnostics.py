@@ -53,7 +53,7 @@ def calibration_by_robustness(
 ):
     """Calibration per robustness bin, and per confidence bin for contrast.
 
-    Examples are sorted by robustness radius (`inf`, never flipped, last; ties
+    Examples are sorted by robustness radius (never flipped last; ties
     in input order) and cut into `num_bins` bins of equal size (sizes differ by
     at most one); the same is done by top-label confidence. For each bin:
     `count`, the key's range, `accuracy`, mean `confidence`,

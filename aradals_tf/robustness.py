@@ -4,10 +4,13 @@ The robustness of an input is the smallest perturbation radius at which an
 untargeted attack changes the model's predicted class. It is measured with
 ONE projected-gradient run whose radius grows with the step: at step
 `t = 1..T` the perturbation is projected onto the ball of radius
-`radius_t = t * eps_max / T` (and onto the valid pixel range), and the
-example's radius is `radius_t` at the first step whose prediction differs
-from the reference class. An example that never flips gets radius `inf` and
-level `T`. Each step is cleverhans's fast-gradient step
+`radius_t = t * eps_max / T` (and onto the valid pixel range). The first
+step whose prediction differs from the reference class gives the example's
+level (`t - 1`); its radius is where the margin (reference logit minus the
+best other, known at every step) crosses zero between that step and the one
+before, so radii are continuous and sort the examples. An example that never
+flips gets level `T` and a radius above `eps_max` that sorts by the margin it
+has left. Each step is cleverhans's fast-gradient step
 (`cleverhans.tf2.utils.optimize_linear`, the core of `fast_gradient_method`)
 on the margin loss of the reference class (or its cross-entropy), followed by
 cleverhans's `clip_eta` projection; the forward pass that checks for a flip also gives the
@@ -127,7 +130,14 @@ def growing_radius_attack(
     prediction = tf.argmax(clean_logits, axis=-1, output_type=tf.int32)
     # With given labels, an example misclassified from the start has radius 0.
     already_wrong = tf.not_equal(prediction, reference)
+
+    def reference_margin(logits):
+        return -margin_loss(reference, tf.cast(logits, tf.float32))
+
+    clean_margin = reference_margin(clean_logits)
+    previous_margin = clean_margin
     level = tf.fill([batch], tf.constant(steps, tf.int32))
+    radius = tf.fill([batch], tf.constant(np.inf, tf.float32))
     adversarial = x
     for t in range(1, steps + 1):
         adversarial = adversarial + optimize_linear(gradient, step_size, order)
@@ -141,12 +151,20 @@ def growing_radius_attack(
         else:
             logits = _logits(model, adversarial)
         flipped = tf.not_equal(tf.argmax(logits, axis=-1, output_type=tf.int32), reference)
-        level = tf.where(flipped & (level == steps), t - 1, level)
-    radius = tf.where(
-        level < steps,
-        tf.cast(level + 1, tf.float32) * step_size,
-        tf.constant(np.inf, tf.float32),
-    )
+        first_flip = flipped & (level == steps)
+        margin = reference_margin(logits)
+        # The margin is >= 0 at step t - 1 and <= 0 at step t: the radius
+        # where the straight line between the two crosses zero (exact when
+        # the margin falls linearly along the steps, as on a linear model).
+        crossing = previous_margin / tf.maximum(previous_margin - margin, 1e-12)
+        interpolated = (float(t - 1) + tf.clip_by_value(crossing, 0.0, 1.0)) * step_size
+        radius = tf.where(first_flip, interpolated, radius)
+        level = tf.where(first_flip, t - 1, level)
+        previous_margin = margin
+    # Never flipped: a score in (eps_max, 2 eps_max) that grows with the share
+    # of the clean margin left after the last step, so that these sort too.
+    remaining = tf.maximum(previous_margin, 0.0) / tf.maximum(clean_margin, 1e-12)
+    radius = tf.where(level < steps, radius, eps_max * (1.0 + remaining / (1.0 + remaining)))
     radius = tf.where(already_wrong, 0.0, radius)
     level = tf.where(already_wrong, 0, level)
     return tf.stop_gradient(radius), tf.stop_gradient(level), clean_logits
@@ -376,10 +394,16 @@ def adversarial_robustness(
             than cross-entropy does; docs: measuring robustness).
 
     Returns:
-        `(radius, level)`: float32 `[batch]` radius (`inf` where the
-        prediction never flips within eps_max) and int32 `[batch]` level in
-        `0..steps-1` (flip at radius `(level + 1) * eps_max / steps`), with
-        `steps` meaning never.
+        `(radius, level)`. `radius`, float32 `[batch]`: where the prediction
+        flips, the radius at which the margin (reference logit minus the
+        best other) crosses zero, interpolated linearly between the last
+        step with a positive margin and the first without one, in
+        `((level) h, (level + 1) h]` with `h = eps_max / steps`; where it
+        never flips within `eps_max`, a score in `(eps_max, 2 eps_max)` that
+        grows with the share of the clean margin left after the last step,
+        so that these examples sort too. `level`, int32 `[batch]` in
+        `0..steps-1`: the step grid (flip at the attack's step `level + 1`),
+        `steps` meaning never flipped.
 
     Raises:
         ValueError: eps_max <= 0, steps < 1, inputs outside
@@ -433,8 +457,9 @@ def score_dataset(
         verbose: 0 silent, 1 progress bar, 2 one line at the end.
 
     Returns:
-        A dict of numpy arrays over the examples: `radius` (float32, inf =
-        never flipped), `level` (int32), `confidence` (top-label
+        A dict of numpy arrays over the examples: `radius` (float32; above
+        `eps_max` where it never flipped, see `adversarial_robustness`),
+        `level` (int32, `steps` = never flipped), `confidence` (top-label
         probability of the clean input), `prediction`, `label`, `logits`.
     """
     settings = _attack_settings(eps_max, steps, norm, clip_min, clip_max, loss)

@@ -38,11 +38,8 @@ def _exact_linf_distance(x, weights, bias):
     return distance
 
 
-@pytest.mark.parametrize(
-    "num_classes, loss", [(10, "margin"), (3, "margin"), (3, "cross_entropy"), (2, "cross_entropy")]
-)
-def test_linear_model_radius_brackets_exact_distance(num_classes, loss):
-    rng = np.random.default_rng(num_classes)
+def _linear_attack(num_classes, loss, seed=None):
+    rng = np.random.default_rng(num_classes if seed is None else seed)
     model, weights, bias = _linear_model(rng, 30, num_classes)
     # Inputs in the middle of [0, 1] and eps_max < 0.35: the box never binds.
     x = rng.uniform(0.35, 0.65, size=(1000, 30)).astype("float32")
@@ -51,20 +48,77 @@ def test_linear_model_radius_brackets_exact_distance(num_classes, loss):
     radius, level = robustness.adversarial_robustness(
         model, x, eps_max=eps_max, steps=steps, loss=loss
     )
-    radius, level = radius.numpy(), level.numpy()
+    return exact, radius.numpy(), level.numpy(), eps_max, steps
+
+
+@pytest.mark.parametrize(
+    "num_classes, loss", [(10, "margin"), (3, "margin"), (3, "cross_entropy"), (2, "cross_entropy")]
+)
+def test_linear_model_radius_lies_in_its_level_and_brackets_exact_distance(num_classes, loss):
+    exact, radius, level, eps_max, steps = _linear_attack(num_classes, loss)
     step = eps_max / steps
-    finite = np.isfinite(radius)
-    assert np.all(level[~finite] == steps) and np.allclose(
-        radius[finite], (level[finite] + 1) * step
-    )
+    flipped = level < steps
+    assert flipped.mean() > 0.5
+    # The continuous radius lies in the step its level names.
+    assert np.all(radius[flipped] > level[flipped] * step - 1e-6)
+    assert np.all(radius[flipped] <= (level[flipped] + 1) * step + 1e-6)
+    # Never flipped: a score above eps_max, below 2 eps_max.
+    assert np.all((radius[~flipped] > eps_max) & (radius[~flipped] < 2 * eps_max))
+    grid = (level + 1) * step
     bracketed = np.where(
-        finite,
-        (exact <= radius + 1e-5) & (exact > radius - step - 1e-5),
-        exact > eps_max - 1e-5,
+        flipped, (exact <= grid + 1e-5) & (exact > grid - step - 1e-5), exact > eps_max - 1e-5
     )
     assert bracketed.mean() >= 0.95, bracketed.mean()
-    # An attack can never flip below the exact distance.
-    assert np.all(exact <= radius + 1e-5)
+
+
+@pytest.mark.parametrize("seed", [100, 101])
+def test_linear_model_radius_equals_the_closed_form(seed):
+    """Along the attack's sign steps a linear model's margin falls linearly,
+    so the interpolated L-inf radius is the exact distance
+    min_j (z_y - z_j) / ||w_y - w_j||_1 whenever the attack heads for the
+    nearest class: always with two classes; with ten, where the largest other
+    logit belongs to the nearest class. Elsewhere it is an upper bound."""
+    exact, radius, level, eps_max, _ = _linear_attack(2, "margin", seed=seed)
+    can_flip = exact < eps_max - 1e-3
+    assert can_flip.mean() > 0.5
+    relative = np.abs(radius - exact) / exact
+    assert np.mean(relative[can_flip] <= 1e-3) >= 0.99
+
+    rng = np.random.default_rng(seed)
+    model, weights, bias = _linear_model(rng, 30, 10)
+    x = rng.uniform(0.35, 0.65, size=(1000, 30)).astype("float32")
+    logits = x @ weights + bias
+    prediction = logits.argmax(1)
+    distance = np.full(logits.shape, np.inf)
+    for j in range(10):
+        other = prediction != j
+        gap = logits[np.arange(len(x)), prediction] - logits[:, j]
+        norm = np.abs(weights[:, prediction].T - weights[:, j]).sum(1)
+        distance[:, j] = np.where(other, gap / np.where(other, norm, 1.0), np.inf)
+    nearest = distance.argmin(1)
+    runner_up = np.where(np.eye(10, dtype=bool)[prediction], -np.inf, logits).argmax(1)
+    exact = distance.min(1)
+    radius, _ = robustness.adversarial_robustness(model, x, eps_max=0.3, steps=20)
+    radius = radius.numpy()
+    heads_for_nearest = (runner_up == nearest) & (exact < 0.3 - 1e-3)
+    assert heads_for_nearest.mean() > 0.5
+    relative = np.abs(radius - exact) / exact
+    assert np.mean(relative[heads_for_nearest] <= 1e-3) >= 0.99
+    assert np.all(radius >= exact - 1e-5)
+
+
+def test_never_flipped_scores_sort_by_the_margin_left():
+    """Of two examples the attack cannot flip, the one further from the
+    boundary (a larger clean margin on a linear model) scores higher."""
+    rng = np.random.default_rng(3)
+    model, weights, bias = _linear_model(rng, 30, 2)
+    x = rng.uniform(0.35, 0.65, size=(400, 30)).astype("float32")
+    exact = _exact_linf_distance(x, weights, bias)
+    radius, level = robustness.adversarial_robustness(model, x, eps_max=0.02, steps=5)
+    never = level.numpy() == 5
+    assert never.sum() > 50
+    order = np.argsort(exact[never])
+    assert np.all(np.diff(radius.numpy()[never][order]) >= -1e-6)
 
 
 def test_first_order_scale_is_one_on_a_linear_model_and_undoes_a_known_bias(monkeypatch):
@@ -133,10 +187,12 @@ def test_radius_monotone_under_stronger_budget(mnist5k_cnn, test_images):
     weak, _ = robustness.adversarial_robustness(mnist5k_cnn, images, eps_max=0.1, steps=5)
     strong, _ = robustness.adversarial_robustness(mnist5k_cnn, images, eps_max=0.3, steps=15)
     weak, strong = weak.numpy(), strong.numpy()
-    assert np.all(strong <= weak)
-    # Same step size: the first five steps are the same attack.
-    np.testing.assert_allclose(strong[np.isfinite(weak)], weak[np.isfinite(weak)], rtol=1e-6)
-    assert np.sum(np.isfinite(strong)) > np.sum(np.isfinite(weak))
+    weak_flipped, strong_flipped = weak <= 0.1, strong <= 0.3
+    # Same step size: the first five steps are the same attack, so the same radius.
+    np.testing.assert_allclose(strong[weak_flipped], weak[weak_flipped], rtol=1e-5)
+    assert np.all(strong_flipped[weak_flipped])
+    assert np.all(strong[~weak_flipped] > 0.1 - 1e-6)
+    assert strong_flipped.sum() > weak_flipped.sum()
 
 
 def test_runs_inside_tf_function_and_train_step(mnist5k_cnn, test_images):
@@ -209,11 +265,14 @@ def test_l2_radius_brackets_the_exact_linear_distance():
     flips = exact <= eps_max - 1e-3
     assert flips.mean() > 0.3 and (~flips).mean() > 0.05  # both cases occur
     step = eps_max / steps
-    assert np.all(np.isinf(radius[exact > eps_max + 1e-3]))
-    inside = flips & np.isfinite(radius)
+    never = level.numpy() == steps
+    assert np.all(never[exact > eps_max + 1e-3]) and np.all(radius[never] > eps_max)
+    inside = flips & ~never
     assert inside.mean() >= 0.99 * flips.mean()
-    assert np.all(exact[inside] <= radius[inside] + 1e-4)
-    assert np.all(exact[inside] > radius[inside] - step - 1e-4)
+    # Each L2 step moves along the exact normal: the interpolated radius is the
+    # exact distance.
+    np.testing.assert_allclose(radius[inside], exact[inside], rtol=1e-3)
+    assert np.all(level.numpy()[inside] == np.ceil(exact[inside] / step - 1e-4) - 1)
 
 
 def test_score_dataset_matches_function(mnist5k_cnn, test_images):

@@ -71,7 +71,7 @@ def robustness_run(
         "shift": shift,
         "attack": {"eps_max": eps_max, "steps": steps, "norm": str(norm), "loss": loss},
         "count": int(len(scores["label"])),
-        "never_flipped": float(np.mean(np.isinf(scores["radius"]))),
+        "never_flipped": float(np.mean(scores["level"] == steps)),
         "accuracy": float(np.mean(scores["prediction"] == scores["label"])),
         "ece": float(
             metrics.expected_calibration_error(scores["label"], scores["logits"], from_logits=True)

@@ -45,11 +45,11 @@ OUTPUT_DESCRIPTIONS = {
     "predicted_class": "int64 [batch]: index of the largest probability (ties: lowest index)",
     "logits": "float32 [batch, K]: calibrated logits, the model's logits divided by T",
     "predicted_label": "string [batch]: class name of predicted_class (only with class names)",
-    "radius": "float32 [batch]: smallest attack radius that flips the prediction "
-    "(on the grid t * eps_max / steps); -1.0 = not flipped within eps_max",
+    "radius": "float32 [batch]: attack radius at which the prediction flips, interpolated "
+    "between the attack's steps; -1.0 = not flipped within eps_max",
     "flipped": "bool [batch]: whether the prediction flips within eps_max",
-    "level": "int32 [batch]: robustness level 0..steps (flip at radius "
-    "(level + 1) * eps_max / steps; steps = never)",
+    "level": "int32 [batch]: robustness level 0..steps (the flip happens at attack step "
+    "level + 1, radius at most (level + 1) * eps_max / steps; steps = never)",
 }
 
 
