@@ -40,7 +40,7 @@ _PUBLIC = {
     "calibration_by_robustness": "diagnostics",
     "ARAdaLSModel": "training",
     "AdaptiveSmoothing": "adaptive_smoothing",
-    "MixupModel": "training",
+    "MixupModel": "mixup",
     "SparseLabelSmoothingCrossentropy": "losses",
     "SparseFocalCrossentropy": "losses",
     "LogitEnsemble": "ensemble",

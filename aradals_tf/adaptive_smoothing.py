@@ -1,9 +1,9 @@
 """The `AdaptiveSmoothing` callback: AR-AdaLS's per-epoch eps update.
 
-After every epoch it scores validation data's robustness with the current
-weights, buckets it with the model's stratum thresholds and moves each
-stratum's eps by `alpha (conf_r - acc_r)` (or by the relative step of
-`smoothing.update_eps`).
+After every epoch it scores validation data as the model scores its training
+data (attack, first-order, margin or confidence), buckets it with the model's
+stratum thresholds and moves each stratum's eps by `alpha (conf_r - acc_r)`
+(or by the relative or shrunk step of `smoothing.update_eps`).
 """
 
 import weakref
@@ -36,7 +36,7 @@ def _batched(validation_data, batch_size):
     )
 
 
-# model -> its compiled `robustness_levels`: a new tf.function per epoch would
+# model -> its compiled scoring pass: a new tf.function per epoch would
 # retrace every time, which cost most of the scoring pass.
 _SCORING_FUNCTIONS = weakref.WeakKeyDictionary()
 
@@ -44,20 +44,28 @@ _SCORING_FUNCTIONS = weakref.WeakKeyDictionary()
 def _scoring_function(model):
     if model not in _SCORING_FUNCTIONS:
         model_ref = weakref.ref(model)  # the cache must not keep the model alive
+        training_mode = model.scores_in_training_mode
 
         @tf.function(reduce_retracing=True)
         def score(x):
-            return model_ref().robustness_levels(x)
+            bins, logits = model_ref().strata_scores(x, training=training_mode)
+            if training_mode:  # calibration is measured in inference mode
+                logits = model_ref().backbone(x, training=False)
+            return bins, logits
 
         _SCORING_FUNCTIONS[model] = score
     return _SCORING_FUNCTIONS[model]
 
 
 def stratum_statistics(model, validation_data, batch_size=500):
-    """Per-stratum validation count, mean confidence and accuracy of a model.
+    """Per-stratum validation count, mean confidence, accuracy and the
+    standard error of `conf - acc`, of a model.
 
-    Robustness is measured with the model's own estimator and current
-    weights, and bucketed with its current thresholds.
+    Each example is scored as the model scores its training examples (its
+    `strata_by`, current weights, the same `training` flag: BatchNorm
+    statistics that a training-mode pass moves are restored afterwards) and
+    bucketed with the current thresholds; confidence and accuracy are those
+    of the model in inference mode.
 
     Args:
         model: an `ARAdaLSModel`.
@@ -65,22 +73,32 @@ def stratum_statistics(model, validation_data, batch_size=500):
         batch_size: batch size when `validation_data` is unbatched.
 
     Returns:
-        `(count, confidence, accuracy)`, float32 numpy `[R]` each.
+        `(count, confidence, accuracy, gap_standard_error)`, float32 numpy
+        `[R]` each.
     """
     score = _scoring_function(model)
+    training_mode = model.scores_in_training_mode
+    state = [v.numpy() for v in model.backbone.non_trainable_variables] if training_mode else []
     strata, confidence, correct = [], [], []
-    for x, y in _batched(validation_data, batch_size):
-        level, logits = score(x)
-        probs = tf.nn.softmax(tf.cast(logits, tf.float32))
-        strata.append(model.strata_of(level))
-        confidence.append(tf.reduce_max(probs, axis=-1))
-        correct.append(
-            tf.equal(tf.argmax(probs, axis=-1, output_type=tf.int32), losses.flat_labels(y))
-        )
+    try:
+        for x, y in _batched(validation_data, batch_size):
+            bins, logits = score(x)
+            probs = tf.nn.softmax(tf.cast(logits, tf.float32))
+            strata.append(model.strata_of(bins))
+            confidence.append(tf.reduce_max(probs, axis=-1))
+            correct.append(
+                tf.equal(tf.argmax(probs, axis=-1, output_type=tf.int32), losses.flat_labels(y))
+            )
+    finally:
+        for variable, value in zip(model.backbone.non_trainable_variables if state else [], state):
+            variable.assign(value)
+    strata, confidence = tf.concat(strata, 0), tf.concat(confidence, 0)
+    correct = tf.concat(correct, 0)
     count, mean_confidence, accuracy = smoothing.stratum_calibration(
-        tf.concat(strata, 0), tf.concat(confidence, 0), tf.concat(correct, 0), model.num_strata
+        strata, confidence, correct, model.num_strata
     )
-    return count.numpy(), mean_confidence.numpy(), accuracy.numpy()
+    error = smoothing.stratum_gap_standard_error(strata, confidence, correct, model.num_strata)
+    return count.numpy(), mean_confidence.numpy(), accuracy.numpy(), error.numpy()
 
 
 class AdaptiveSmoothing(training.EpsUpdateCallback):
@@ -119,7 +137,7 @@ class AdaptiveSmoothing(training.EpsUpdateCallback):
         model = self.model
         if not isinstance(model, training.ARAdaLSModel):
             raise ValueError("AdaptiveSmoothing needs an ARAdaLSModel.")
-        count, confidence, accuracy = stratum_statistics(model, self.validation_data)
+        count, confidence, accuracy, error = stratum_statistics(model, self.validation_data)
         eps = smoothing.update_eps(
             model.stratum_eps,
             confidence,
@@ -128,6 +146,7 @@ class AdaptiveSmoothing(training.EpsUpdateCallback):
             model.alpha,
             model.eps_cap,
             rule=model.eps_update,
+            gap_standard_error=error,
         )
         model.stratum_eps.assign(eps)
         record = {"epoch": epoch}
@@ -136,6 +155,7 @@ class AdaptiveSmoothing(training.EpsUpdateCallback):
             record[f"stratum{r}_conf"] = float(confidence[r])
             record[f"stratum{r}_acc"] = float(accuracy[r])
             record[f"stratum{r}_count"] = float(count[r])
+            record[f"stratum{r}_gap_se"] = float(error[r])
         self.records.append(record)
         record["thresholds"] = [int(t) for t in np.asarray(model.stratum_thresholds)]
         if logs is not None:

@@ -7,10 +7,12 @@ CLI and `experiments.config` take their choices from it.
 """
 
 # `smoothing.update_eps(rule=...)`, `ARAdaLSModel(eps_update=...)`.
-EPS_UPDATES = ("additive", "relative")
-# `ARAdaLSModel(robustness_estimate=...)`: the every-batch attack, or the
-# first-order estimate from the training forward pass.
-ROBUSTNESS_ESTIMATES = ("attack", "first_order")
+EPS_UPDATES = ("additive", "relative", "shrunk")
+# `ARAdaLSModel(strata_by=...)`: the per-example score that sorts examples
+# into strata: the every-batch attack's radius, the first-order radius, the
+# top-2 logit margin or the confidence (the last three from the training
+# forward pass).
+STRATA_SOURCES = ("attack", "first_order", "margin", "confidence")
 # The loss each step of the growing-radius attack ascends.
 ATTACK_LOSSES = ("margin", "cross_entropy")
 # Norms of the attack's perturbation ball.

@@ -249,13 +249,13 @@ def fit_first_order_scale(
 
     The first-order estimate is a linearisation; on ReLU networks it is
     systematically smaller than the radius at which the growing-radius attack
-    first flips the prediction, so
-    `levels_from_radius(first_order_radius(...))` sits below the attack's
-    levels and equal-mass strata cut the data elsewhere. This returns the
-    scale `s` (searched on a 0.01 grid in [0.5, 4]) at which the mean level
-    of `levels_from_radius(s * radius)` is closest to the attack's mean level
-    on `x`, to be passed as `ARAdaLSModel(first_order_scale=s)`. Measure it
-    on held-out data (the validation split), never on the test split.
+    first flips the prediction, so `levels_from_radius(first_order_radius(...))`
+    sits below the attack's levels. This returns the scale `s` (searched on a
+    0.01 grid in [0.5, 4]) at which the mean level of
+    `levels_from_radius(s * radius)` is closest to the attack's mean level on
+    `x`: a diagnostic of how far the cheap estimate is from the attack in
+    radius units. (AR-AdaLS strata are quantiles of the score, which a scale
+    does not change.) Measure it on held-out data, never on the test split.
 
     Args:
         model: a callable producing logits.

@@ -34,18 +34,18 @@ def soft_labels(labels, num_classes, eps):
 
 
 def thresholds_from_histogram(histogram, num_strata):
-    """Equal-mass stratum thresholds from a histogram of robustness levels.
+    """Equal-mass stratum thresholds from a histogram of scores (bin = level).
 
     With `C(l)` the cumulative count of levels `<= l` and `N` the total, the
     r-th threshold (r = 1..R-1) is the smallest level `q_r` with
     `C(q_r) >= r * N / R`: the r/R-quantile. An example of level `l` then
     belongs to stratum `#{r : l > q_r}` (see `assign_strata`), so stratum 0
-    holds the least robust examples. Levels are discrete, so tied quantiles
-    give equal thresholds and the strata between them stay empty.
+    holds the least robust examples. Examples in one bin cannot be split, so
+    strata are of equal size up to the largest bin's count (tied quantiles
+    give equal thresholds and the strata between them stay empty).
 
     Args:
-        histogram: counts per level, `[num_levels]` (level = attack step of
-            the first flip; the last level = never flipped).
+        histogram: counts per bin (level), `[num_levels]`.
         num_strata: R.
 
     Returns:
@@ -89,6 +89,27 @@ def assign_strata(levels, thresholds):
     return tf.reduce_sum(tf.cast(levels > thresholds, tf.int32), axis=1)
 
 
+def stratum_counts(histogram, thresholds):
+    """How many of a histogram's examples each stratum holds under `thresholds`.
+
+    Args:
+        histogram: counts per bin, `[num_bins]`.
+        thresholds: int32 `[R - 1]` (see `thresholds_from_histogram`).
+
+    Returns:
+        float32 `[R]`.
+
+    Example:
+
+    >>> stratum_counts([4, 0, 4, 2], [2]).numpy()
+    array([8., 2.], dtype=float32)
+    """
+    histogram = tf.cast(tf.convert_to_tensor(histogram), tf.float32)
+    bins = tf.range(tf.shape(histogram)[0])
+    strata = assign_strata(bins, thresholds)
+    return tf.math.unsorted_segment_sum(histogram, strata, tf.size(thresholds) + 1)
+
+
 def stratum_calibration(strata, confidence, correct, num_strata):
     """Per-stratum count, mean confidence and accuracy.
 
@@ -111,7 +132,45 @@ def stratum_calibration(strata, confidence, correct, num_strata):
     return count, confidence / safe, accuracy / safe
 
 
-def update_eps(eps, confidence, accuracy, count, alpha, eps_cap, rule="additive"):
+def stratum_gap_standard_error(strata, confidence, correct, num_strata):
+    """Standard error of each stratum's `conf_r - acc_r`.
+
+    The gap is the mean of `d_i = confidence_i - correct_i` over the
+    stratum's examples, so its standard error is `std(d) / sqrt(n_r)` (sample
+    standard deviation); `inf` for strata with fewer than two examples.
+
+    Args:
+        strata: int32 `[n]`.
+        confidence: float `[n]` top-label confidence.
+        correct: bool or float `[n]`.
+        num_strata: R.
+
+    Returns:
+        float32 `[R]`.
+
+    Example:
+
+    >>> stratum_gap_standard_error([0, 0, 1], [0.9, 0.7, 0.6], [1, 0, 1], 2).numpy().round(4)
+    array([0.4,  inf], dtype=float32)
+    """
+    strata = tf.reshape(tf.cast(strata, tf.int32), [-1])
+    d = tf.cast(confidence, tf.float32) - tf.cast(correct, tf.float32)
+    count = tf.math.unsorted_segment_sum(tf.ones_like(d), strata, num_strata)
+    total = tf.math.unsorted_segment_sum(d, strata, num_strata)
+    squares = tf.math.unsorted_segment_sum(d * d, strata, num_strata)
+    mean = total / tf.maximum(count, 1.0)
+    variance = tf.maximum(squares - count * mean * mean, 0.0) / tf.maximum(count - 1.0, 1.0)
+    error = tf.sqrt(variance / tf.maximum(count, 1.0))
+    return tf.where(count >= 2, error, tf.fill(tf.shape(error), float("inf")))
+
+
+# Gaps within this many standard errors of zero do not move eps (rule "shrunk").
+SHRINKAGE_STANDARD_ERRORS = 2.0
+
+
+def update_eps(
+    eps, confidence, accuracy, count, alpha, eps_cap, rule="additive", gap_standard_error=None
+):
     """The AR-AdaLS update: `eps_r <- clip(eps_r + alpha * step_r, 0, cap)`.
 
     Over-confident strata (conf > acc) get softer labels, under-confident
@@ -132,6 +191,11 @@ def update_eps(eps, confidence, accuracy, count, alpha, eps_cap, rule="additive"
       and shrinks the logits of the most robust strata. The relative step
       takes such a stratum back towards hard labels as fast as a stratum
       with many errors moves.
+    - `"shrunk"`: the gap shrunk towards zero by `SHRINKAGE_STANDARD_ERRORS`
+      of its standard error `s_r` (`stratum_gap_standard_error`),
+      `step_r = sign(g_r) max(|g_r| - 2 s_r, 0)`: a gap within noise of zero
+      (a stratum of 25-50 validation examples has `s_r` of 0.03-0.05) leaves
+      eps where it is, a real gap moves it by what exceeds the noise.
 
     Args:
         eps: float `[R]` current smoothing per stratum.
@@ -140,7 +204,8 @@ def update_eps(eps, confidence, accuracy, count, alpha, eps_cap, rule="additive"
         count: float `[R]` validation examples per stratum.
         alpha: step size.
         eps_cap: upper bound of eps.
-        rule: `"additive"` or `"relative"`.
+        rule: `"additive"`, `"relative"` or `"shrunk"`.
+        gap_standard_error: float `[R]`, needed by `"shrunk"`.
 
     Returns:
         float32 `[R]` updated eps.
@@ -163,5 +228,10 @@ def update_eps(eps, confidence, accuracy, count, alpha, eps_cap, rule="additive"
     if rule == "relative":
         resolution = 1.0 / tf.maximum(count, 1.0)
         step = step / tf.maximum(tf.maximum(1.0 - confidence, 1.0 - accuracy), resolution)
+    elif rule == "shrunk":
+        if gap_standard_error is None:
+            raise ValueError("rule='shrunk' needs gap_standard_error (stratum_gap_standard_error).")
+        noise = SHRINKAGE_STANDARD_ERRORS * tf.cast(gap_standard_error, tf.float32)
+        step = tf.sign(step) * tf.maximum(tf.abs(step) - noise, 0.0)
     updated = tf.clip_by_value(eps + alpha * step, 0.0, eps_cap)
     return tf.where(count > 0, updated, eps)

@@ -1,10 +1,9 @@
-"""Training models: AR-AdaLS as a Keras model, and the mixup baseline.
+"""Training models: AR-AdaLS as a Keras model on its soft-target base.
 
 - `ARAdaLSModel(backbone, ...)`: a `keras.Model` whose `train_step` measures
   the robustness of each batch with the growing-radius cleverhans attack (or a
   cheaper estimate), puts every example into its robustness stratum and trains
   on per-example soft labels `(1 - eps_r) onehot + eps_r / K`.
-- `MixupModel`: the mixup baseline in the same framework.
 - `StrataThresholds`: the callback that `ARAdaLSModel.fit` adds to turn each
   epoch's histogram of training robustness into stratum thresholds.
 
@@ -13,6 +12,7 @@ the losses live in `losses`.
 """
 
 import copy
+import warnings
 
 import keras
 import numpy as np
@@ -23,7 +23,12 @@ from aradals_tf import robustness
 from aradals_tf import smoothing
 from aradals_tf.choices import ATTACK_LOSSES
 from aradals_tf.choices import EPS_UPDATES
-from aradals_tf.choices import ROBUSTNESS_ESTIMATES
+from aradals_tf.choices import STRATA_SOURCES
+
+# Bins of the fixed histogram of normalised scores in [0, 1) whose quantiles
+# are the stratum thresholds: fine enough that strata are of equal size to a
+# fraction of a percent of an epoch of a few thousand examples.
+SCORE_BINS = 2048
 
 
 class SoftTargetModel(keras.Model):
@@ -148,85 +153,55 @@ class SoftTargetModel(keras.Model):
 
 
 @keras.saving.register_keras_serializable(package="aradals_tf")
-class MixupModel(SoftTargetModel):
-    """Mixup baseline (Zhang et al. 2018; Thulasidasan et al. 2019 on calibration).
-
-    Each batch is mixed with a shuffled copy of itself: `x = lam x_i + (1 -
-    lam) x_j`, targets mixed likewise, `lam ~ Beta(alpha, alpha)` per batch.
-
-    Args:
-        backbone: a `keras.Model` producing logits.
-        num_classes: K.
-        alpha: Beta distribution parameter (0.2 by default).
-        seed: seed of the mixing draws.
-        **kwargs: base `Model` arguments.
-    """
-
-    def __init__(self, backbone, num_classes, alpha=0.2, seed=None, **kwargs):
-        super().__init__(backbone, num_classes, **kwargs)
-        if not float(alpha) > 0:
-            raise ValueError(f"mixup alpha must be > 0; got {alpha}.")
-        self.alpha = float(alpha)
-        self.seed = seed
-        self.seed_generator = keras.random.SeedGenerator(seed)
-
-    def soft_targets(self, x, labels):
-        lam = keras.random.beta((), self.alpha, self.alpha, seed=self.seed_generator)
-        permutation = keras.random.shuffle(tf.range(tf.shape(labels)[0]), seed=self.seed_generator)
-        onehot = tf.one_hot(labels, self.num_classes)
-        mixed_x = lam * x + (1.0 - lam) * tf.gather(x, permutation)
-        mixed_targets = lam * onehot + (1.0 - lam) * tf.gather(onehot, permutation)
-        dominant = tf.where(lam >= 0.5, labels, tf.gather(labels, permutation))
-        return mixed_x, mixed_targets, dominant
-
-    def get_config(self):
-        config = super().get_config()
-        config.update({"alpha": self.alpha, "seed": self.seed})
-        return config
-
-
-@keras.saving.register_keras_serializable(package="aradals_tf")
 class ARAdaLSModel(SoftTargetModel):
     """Adversarial-robustness-based adaptive label smoothing (Qin et al. 2021).
 
-    `train_step` measures each example's robustness level on the current
-    weights (`robustness_estimate="attack"`: the growing-radius cleverhans
-    attack, T forward+backward passes; `"first_order"`: margin / dual norm of
-    its input gradient, taken from the training forward pass with one extra
-    backward pass), assigns the example to a stratum with the
-    current thresholds, and trains on soft labels `(1 - eps_r) onehot +
-    eps_r / K` of its stratum `r`. The state, all in non-trainable variables
-    (saved with the model, restored by checkpoints, mirrored under a
-    strategy):
+    `train_step` scores each example of the batch on the current weights,
+    puts it into a stratum with the current thresholds and trains on the
+    soft labels `(1 - eps_r) onehot + eps_r / K` of its stratum `r`. The
+    score that sorts examples is `strata_by`:
+
+    - `"attack"`: the growing-radius cleverhans attack's continuous radius
+      (T forward+backward passes per batch; `training=False`);
+    - `"first_order"`: margin / dual norm of its input gradient, from the
+      training forward pass plus one backward pass to the inputs;
+    - `"margin"`: the top-2 logit margin, and `"confidence"`: the top-label
+      probability, both from the training forward pass at no extra cost.
+
+    The three forward-pass scores use the training pass (`training=True`), so
+    validation examples are scored in training mode too (BatchNorm statistics
+    restored afterwards) and bucketed with the same thresholds. Strata have
+    equal size: each score is mapped monotonically onto [0, 1) and counted in
+    a fine fixed-bin histogram over the epoch; at the epoch end the
+    thresholds become its R-quantiles. The state, all in non-trainable
+    variables (saved with the model, restored by checkpoints, mirrored under
+    a strategy):
 
     - `stratum_eps` `[R]`: smoothing per stratum (stratum 0 least robust);
-    - `stratum_thresholds` `[R - 1]`: level thresholds between strata,
-      recomputed at each epoch end as equal-mass quantiles of
-    - `level_histogram` `[T + 1]`: the epoch's counts of training levels.
+    - `stratum_thresholds` `[R - 1]`: histogram bins between strata;
+    - `score_histogram` `[SCORE_BINS]`: the epoch's training scores, summed
+      across replicas.
 
     `fit` adds the callback that recomputes the thresholds; add
     `AdaptiveSmoothing(validation_data)` to adapt eps (without it eps stays
-    at `eps_init`).
+    at `eps_init`, and `fit` warns).
 
     Args:
         backbone: a `keras.Model` mapping inputs in [clip_min, clip_max] to
             logits.
         num_classes: K.
-        num_strata: R, robustness strata (10).
+        num_strata: R, strata of equal size (10).
         eps_max: the attack's largest radius (0.3 for MNIST-like data, 8/255
-            for CIFAR-like data).
-        attack_steps: T, attack steps = robustness levels (10).
+            for CIFAR-like data); also the scale of the first-order score.
+        attack_steps: T, attack steps (10).
         alpha: step size of the eps update (1.0).
         eps_init: initial eps of every stratum (0.0: hard labels).
         eps_cap: largest eps (0.5).
-        eps_update: the eps update's step, `"additive"` (the method's
-            `conf_r - acc_r`) or `"relative"` (that gap over the stratum's
-            error rate; see `smoothing.update_eps`).
+        eps_update: the eps update's rule, `"additive"` (the method's
+            `conf_r - acc_r`), `"relative"` or `"shrunk"` (see
+            `smoothing.update_eps`).
         norm: attack norm, `"inf"` or `"2"`.
-        robustness_estimate: `"attack"` or `"first_order"` (cheaper).
-        first_order_scale: factor on the first-order radius before it is
-            mapped onto the attack's level grid (1.0: unscaled; see
-            `robustness.fit_first_order_scale`, which measures it).
+        strata_by: the score that sorts examples into strata (above).
         attack_loss: `"margin"` or `"cross_entropy"` (see
             `robustness.adversarial_robustness`).
         clip_min: smallest valid input value.
@@ -255,8 +230,7 @@ class ARAdaLSModel(SoftTargetModel):
         eps_cap=0.5,
         eps_update="additive",
         norm="inf",
-        robustness_estimate="attack",
-        first_order_scale=1.0,
+        strata_by="attack",
         attack_loss="margin",
         clip_min=0.0,
         clip_max=1.0,
@@ -266,29 +240,21 @@ class ARAdaLSModel(SoftTargetModel):
         eps_max, attack_steps, _ = robustness.check_attack_settings(
             eps_max, attack_steps, norm, clip_min, clip_max
         )
-        if int(num_strata) < 1:
-            raise ValueError(f"num_strata must be >= 1; got {num_strata}.")
+        if not 1 <= int(num_strata) <= SCORE_BINS:
+            raise ValueError(f"num_strata must be in [1, {SCORE_BINS}]; got {num_strata}.")
         if not 0.0 <= float(eps_init) <= float(eps_cap) <= 1.0:
             raise ValueError(
                 f"Need 0 <= eps_init <= eps_cap <= 1; got eps_init={eps_init}, eps_cap={eps_cap}."
             )
         if not float(alpha) >= 0:
             raise ValueError(f"alpha must be >= 0; got {alpha}.")
-        if eps_update not in EPS_UPDATES:
-            raise ValueError(
-                f"eps_update must be one of {', '.join(EPS_UPDATES)}; got {eps_update!r}."
-            )
-        if robustness_estimate not in ROBUSTNESS_ESTIMATES:
-            raise ValueError(
-                f"robustness_estimate must be one of {', '.join(ROBUSTNESS_ESTIMATES)}; "
-                f"got {robustness_estimate!r}."
-            )
-        if not float(first_order_scale) > 0:
-            raise ValueError(f"first_order_scale must be > 0; got {first_order_scale}.")
-        if attack_loss not in ATTACK_LOSSES:
-            raise ValueError(
-                f"attack_loss must be one of {', '.join(ATTACK_LOSSES)}; got {attack_loss!r}."
-            )
+        for name, value, valid in (
+            ("eps_update", eps_update, EPS_UPDATES),
+            ("strata_by", strata_by, STRATA_SOURCES),
+            ("attack_loss", attack_loss, ATTACK_LOSSES),
+        ):
+            if value not in valid:
+                raise ValueError(f"{name} must be one of {', '.join(valid)}; got {value!r}.")
         self.num_strata = int(num_strata)
         self.eps_max = eps_max
         self.attack_steps = attack_steps
@@ -297,16 +263,12 @@ class ARAdaLSModel(SoftTargetModel):
         self.eps_cap = float(eps_cap)
         self.eps_update = eps_update
         self.norm = str(norm)
-        self.robustness_estimate = robustness_estimate
-        self.first_order_scale = float(first_order_scale)
+        self.strata_by = strata_by
         self.attack_loss = attack_loss
         self.clip_min = clip_min
         self.clip_max = clip_max
-        levels = attack_steps + 1
-        # Before the first histogram: thresholds spread evenly over the levels.
-        initial = [
-            min(levels - 1, (r * levels) // self.num_strata) for r in range(1, self.num_strata)
-        ]
+        # Before the first histogram: thresholds spread evenly over the bins.
+        initial = [(r * SCORE_BINS) // self.num_strata - 1 for r in range(1, self.num_strata)]
         self.stratum_eps = self.add_weight(
             shape=(self.num_strata,),
             initializer=keras.initializers.Constant(self.eps_init),
@@ -321,23 +283,50 @@ class ARAdaLSModel(SoftTargetModel):
             name="stratum_thresholds",
         )
         # Summed across replicas on update, so each replica's batch counts.
-        self.level_histogram = self.add_weight(
-            shape=(levels,),
+        self.score_histogram = self.add_weight(
+            shape=(SCORE_BINS,),
             initializer="zeros",
             trainable=False,
             aggregation="sum",
-            name="level_histogram",
+            name="score_histogram",
         )
 
-    def robustness_levels(self, x):
-        """Robustness levels of a batch and its clean logits (no gradient).
+    @property
+    def scores_in_training_mode(self):
+        """Whether scores come from the training forward pass (`training=True`)."""
+        return self.strata_by != "attack"
+
+    def _score_from_pass(self, logits, gradient=None, margin=None):
+        """Normalised score in [0, 1) from a forward pass (and, for the first-order
+        score, the margin's input gradient); monotone in the raw score."""
+        if self.strata_by == "first_order":
+            radius = robustness.radius_from_margin(margin, gradient, self.norm)
+            return radius / (radius + self.eps_max)
+        logits = tf.cast(logits, tf.float32)
+        if self.strata_by == "margin":
+            raw = robustness.prediction_margin(logits)
+        else:  # -log(1 - confidence), computed without rounding 1 - p to 0
+            others = tf.where(
+                tf.one_hot(tf.argmax(logits, axis=-1), tf.shape(logits)[-1]) > 0, -np.inf, logits
+            )
+            raw = tf.reduce_logsumexp(logits, axis=-1) - tf.reduce_logsumexp(others, axis=-1)
+        return raw / (raw + 1.0)
+
+    def strata_scores(self, x, training=False):
+        """Histogram bins of a batch's scores, and logits (no gradient).
+
+        Args:
+            x: a batch of inputs.
+            training: the backbone's mode for the forward-pass scores
+                (`scores_in_training_mode` is what training uses).
 
         Returns:
-            `(level, logits)`: int32 `[n]` in `0..T` (T: not flipped within
-            eps_max) and the backbone's logits at `x` (`training=False`).
+            `(bins, logits)`: int32 `[n]` in `0..SCORE_BINS-1` (low = least
+            robust) and the logits of the scoring pass (`training=False` for
+            the attack).
         """
-        if self.robustness_estimate == "attack":
-            _, level, logits = robustness.growing_radius_attack(
+        if self.strata_by == "attack":
+            radius, _, logits = robustness.growing_radius_attack(
                 self.backbone,
                 x,
                 eps_max=self.eps_max,
@@ -347,70 +336,72 @@ class ARAdaLSModel(SoftTargetModel):
                 clip_max=self.clip_max,
                 loss=self.attack_loss,
             )
+            score = radius / (2.0 * self.eps_max)
+        elif self.strata_by == "first_order":
+            x = tf.cast(x, tf.float32)
+            with tf.GradientTape() as tape:
+                tape.watch(x)
+                logits = self.backbone(x, training=training)
+                margin = robustness.prediction_margin(logits)
+                total = tf.reduce_sum(margin)
+            score = self._score_from_pass(logits, tape.gradient(total, x), margin)
         else:
-            radius, logits = robustness.first_order_radius(self.backbone, x, norm=self.norm)
-            level = self.levels_from_first_order_radius(radius)
-        return tf.stop_gradient(level), tf.stop_gradient(logits)
+            logits = self.backbone(x, training=training)
+            score = self._score_from_pass(logits)
+        return score_bins(score), tf.stop_gradient(logits)
 
-    def strata_of(self, level):
-        """Stratum of each level with the current thresholds."""
-        return smoothing.assign_strata(level, self.stratum_thresholds)
+    def strata_of(self, bins):
+        """Stratum of each score bin with the current thresholds."""
+        return smoothing.assign_strata(bins, self.stratum_thresholds)
 
-    def levels_from_first_order_radius(self, radius):
-        """First-order radii (scaled by `first_order_scale`) as attack levels."""
-        return robustness.levels_from_radius(
-            self.first_order_scale * radius, self.eps_max, self.attack_steps
+    def targets_of_bins(self, bins, labels):
+        """Counts the batch's score bins and returns its per-example soft labels."""
+        self.score_histogram.assign_add(
+            tf.math.bincount(bins, minlength=SCORE_BINS, maxlength=SCORE_BINS, dtype=tf.float32)
         )
-
-    def targets_of_levels(self, level, labels):
-        """Counts the batch's levels and returns its per-example soft labels."""
-        self.level_histogram.assign_add(
-            tf.math.bincount(
-                level,
-                minlength=self.attack_steps + 1,
-                maxlength=self.attack_steps + 1,
-                dtype=tf.float32,
-            )
-        )
-        eps = tf.gather(self.stratum_eps, self.strata_of(level))
+        eps = tf.gather(self.stratum_eps, self.strata_of(bins))
         return smoothing.soft_labels(labels, self.num_classes, eps)
 
     def soft_targets(self, x, labels):
-        if self.robustness_estimate == "first_order":
+        if self.scores_in_training_mode:
             return x, None, labels  # made from the training forward pass
-        level, _ = self.robustness_levels(x)
-        return x, self.targets_of_levels(level, labels), labels
+        bins, _ = self.strata_scores(x, training=False)
+        return x, self.targets_of_bins(bins, labels), labels
 
     def forward_with_targets(self, inputs, targets, labels):
-        if self.robustness_estimate != "first_order":
+        if not self.scores_in_training_mode:
             return super().forward_with_targets(inputs, targets, labels)
-        # The first-order estimate reuses the training forward pass: one
-        # extra backward pass (to the inputs) per batch instead of a forward
-        # and a backward pass of its own.
+        # The score comes from the training forward pass: free for margin and
+        # confidence, one extra backward pass (to the inputs) for first-order.
         inputs = tf.cast(inputs, tf.float32)
-        with tf.GradientTape() as input_tape:
-            input_tape.watch(inputs)
+        if self.strata_by == "first_order":
+            with tf.GradientTape() as input_tape:
+                input_tape.watch(inputs)
+                member_logits, logits = self.training_logits(inputs)
+                margin = robustness.prediction_margin(logits)
+                total = tf.reduce_sum(margin)
+            score = self._score_from_pass(logits, input_tape.gradient(total, inputs), margin)
+        else:
             member_logits, logits = self.training_logits(inputs)
-            margin = robustness.prediction_margin(logits)
-            total = tf.reduce_sum(margin)
-        radius = robustness.radius_from_margin(
-            margin, input_tape.gradient(total, inputs), self.norm
-        )
-        level = self.levels_from_first_order_radius(radius)  # int: no gradient
-        return member_logits, logits, self.targets_of_levels(level, labels)
+            score = self._score_from_pass(tf.stop_gradient(logits))
+        bins = score_bins(tf.stop_gradient(score))
+        return member_logits, logits, self.targets_of_bins(bins, labels)
 
     def update_strata_thresholds(self):
         """Sets thresholds from the epoch's histogram, then clears it.
 
         Returns:
-            The new thresholds as a numpy array.
+            `(thresholds, counts)`: the new thresholds and the number of the
+            epoch's training examples in each stratum under them, numpy.
         """
-        if float(tf.reduce_sum(self.level_histogram)) > 0:
+        counts = np.zeros(self.num_strata, np.float32)
+        if float(tf.reduce_sum(self.score_histogram)) > 0:
             self.stratum_thresholds.assign(
-                smoothing.thresholds_from_histogram(self.level_histogram, self.num_strata)
+                smoothing.thresholds_from_histogram(self.score_histogram, self.num_strata)
             )
-        self.level_histogram.assign(tf.zeros_like(self.level_histogram))
-        return np.asarray(self.stratum_thresholds)
+            counts = smoothing.stratum_counts(self.score_histogram, self.stratum_thresholds).numpy()
+        self.score_histogram.assign(tf.zeros_like(self.score_histogram))
+        return np.asarray(self.stratum_thresholds), counts
 
     def fit(self, *args, callbacks=None, **kwargs):
         """`keras.Model.fit`, with the strata bookkeeping callback added first.
@@ -422,6 +413,13 @@ class ARAdaLSModel(SoftTargetModel):
         callbacks = list(callbacks or [])
         strata = [c for c in callbacks if isinstance(c, StrataThresholds)] or [StrataThresholds()]
         adaptive = [c for c in callbacks if isinstance(c, EpsUpdateCallback)]
+        if not adaptive:
+            warnings.warn(
+                f"{type(self).__name__}.fit without an AdaptiveSmoothing callback: eps stays "
+                f"at eps_init = {self.eps_init} in every stratum. Pass "
+                "callbacks=[aradals_tf.AdaptiveSmoothing(validation_data)].",
+                stacklevel=2,
+            )
         others = [c for c in callbacks if c not in strata and c not in adaptive]
         return super().fit(*args, callbacks=strata + adaptive + others, **kwargs)
 
@@ -437,8 +435,7 @@ class ARAdaLSModel(SoftTargetModel):
                 "eps_cap": self.eps_cap,
                 "eps_update": self.eps_update,
                 "norm": self.norm,
-                "robustness_estimate": self.robustness_estimate,
-                "first_order_scale": self.first_order_scale,
+                "strata_by": self.strata_by,
                 "attack_loss": self.attack_loss,
                 "clip_min": self.clip_min,
                 "clip_max": self.clip_max,
@@ -447,20 +444,29 @@ class ARAdaLSModel(SoftTargetModel):
         return config
 
 
+def score_bins(score):
+    """Histogram bin of each normalised score in [0, 1): `floor(score * SCORE_BINS)`."""
+    bins = tf.floor(tf.cast(score, tf.float32) * SCORE_BINS)
+    return tf.cast(tf.clip_by_value(bins, 0.0, SCORE_BINS - 1.0), tf.int32)
+
+
 class StrataThresholds(keras.callbacks.Callback):
     """Recomputes an `ARAdaLSModel`'s stratum thresholds at each epoch end.
 
-    The thresholds become the equal-mass quantiles of the epoch's histogram of
-    training robustness levels; the histogram is then cleared (and also at
-    each epoch start, so a resumed fit starts clean). `ARAdaLSModel.fit` adds
-    this callback itself.
+    The thresholds become the R-quantiles of the epoch's histogram of
+    training scores; the histogram is then cleared (and also at each epoch
+    start, so a resumed fit starts clean). Each stratum's share of the
+    epoch's training examples goes into `logs` as `stratum{r}_train_count`.
+    `ARAdaLSModel.fit` adds this callback itself.
     """
 
     def on_epoch_begin(self, epoch, logs=None):
-        self.model.level_histogram.assign(tf.zeros_like(self.model.level_histogram))
+        self.model.score_histogram.assign(tf.zeros_like(self.model.score_histogram))
 
     def on_epoch_end(self, epoch, logs=None):
-        self.model.update_strata_thresholds()
+        _, counts = self.model.update_strata_thresholds()
+        if logs is not None:
+            logs.update({f"stratum{r}_train_count": float(c) for r, c in enumerate(counts)})
 
 
 class EpsUpdateCallback(keras.callbacks.Callback):

@@ -6,8 +6,8 @@
 #   3. the calibration-by-robustness diagnostic of the vanilla model;
 #   4. export AR-AdaLS as a calibrated SavedModel and query it like TF Serving.
 # Sets up .venv first if needed. Environment: EPOCHS (20), SEED (0), OUT (runs/demo),
-# ROBUSTNESS (first_order, or attack for the every-batch attack of the paper, which
-# multiplies the training time; docs/studies/training-cost.md).
+# STRATA_BY (first_order; attack for the every-batch attack of the paper, which
+# multiplies the training time, docs/studies/training-cost.md; margin; confidence).
 # AR-AdaLS's alpha / eps_cap / smoothing data and label smoothing's eps are the
 # values the comparison study chose on the validation split, clean and under the
 # held-out corruptions, never the test split (docs/studies/baselines.md).
@@ -17,7 +17,7 @@ source scripts/setup_env.sh
 epochs="${EPOCHS:-20}"
 seed="${SEED:-0}"
 out="${OUT:-runs/demo}"
-robustness="${ROBUSTNESS:-first_order}"
+strata_by="${STRATA_BY:-first_order}"
 plots="$out/plots"
 start=$SECONDS
 
@@ -32,7 +32,7 @@ train() {  # name, then extra train options
 train vanilla --method vanilla
 train label-smoothing --method label-smoothing --label-smoothing 0.01
 train ar-adals --method ar-adals --alpha 0.25 --eps-cap 0.1 --smoothing-data clean+held-out \
-  --robustness-estimate "$robustness" --first-order-scale 1.3
+  --strata-by "$strata_by"
 
 echo; echo "=== comparison (test split; 'shift mean' = 9 corruptions x severities 1-5)"
 aradals-tf compare "$out/vanilla" "$out/label-smoothing" "$out/ar-adals"

@@ -62,3 +62,25 @@ def calibrated_logits(rng, n, num_classes, scale=2.0):
     probs = softmax(logits)
     labels = np.array([rng.choice(num_classes, p=p) for p in probs])
     return logits.astype(np.float32), labels.astype(np.int32)
+
+
+SCORE_BINS = 2048
+
+
+def score_bins(source, logits, radius=None, eps_max=0.3):
+    """AR-AdaLS's histogram bin of each example's score, written out in numpy:
+    a monotone map of the raw score onto [0, 1), then 2048 equal bins."""
+    logits = np.asarray(logits, np.float64)
+    if source == "attack":
+        unit = np.asarray(radius, np.float64) / (2 * eps_max)
+    elif source == "first_order":
+        radius = np.asarray(radius, np.float64)
+        unit = radius / (radius + eps_max)
+    else:
+        if source == "margin":
+            top = np.sort(logits, axis=1)
+            raw = top[:, -1] - top[:, -2]
+        else:  # confidence, as -log(1 - p_max)
+            raw = -np.log1p(-softmax(logits).max(axis=1))
+        unit = raw / (raw + 1.0)
+    return np.clip(np.floor(unit * SCORE_BINS), 0, SCORE_BINS - 1).astype(np.int64)

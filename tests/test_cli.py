@@ -263,3 +263,33 @@ def test_tensorflow_start_up_lines_hidden_unless_asked(tmp_path):
     # A user who sets TensorFlow's own log level gets TensorFlow's lines back.
     loud = stderr_lines({"TF_CPP_MIN_LOG_LEVEL": "0"})
     assert len(loud) > 1 and loud[-1] == quiet[0]
+
+
+@pytest.mark.parametrize("source", ["attack", "first_order", "margin", "confidence"])
+def test_every_strata_source_trains_through_the_cli(source, tmp_path, capsys):
+    out = str(tmp_path / source)
+    code, _, err = run_main(
+        [
+            "train",
+            "--dataset",
+            "digits",
+            "--method",
+            "ar-adals",
+            "--strata-by",
+            source,
+            "--epochs",
+            "2",
+            "--num-strata",
+            "3",
+            "--out",
+            out,
+        ],
+        capsys,
+    )
+    assert code == 0, err
+    config = json.load(open(os.path.join(out, "config.json")))
+    assert config["strata_by"] == source
+    history = json.load(open(os.path.join(out, "history.json")))
+    assert len(history["stratum0_eps"]) == 2 and len(history["stratum2_train_count"]) == 2
+    _, model = experiments.load_run(out)
+    assert model.strata_by == source

@@ -79,32 +79,27 @@ def test_bad_members_are_refused():
         ensemble.LogitEnsemble([])
 
 
-@pytest.mark.parametrize("estimate", ["attack", "first_order"])
-def test_ensemble_aware_step_uses_ensemble_strata_and_member_losses(digits, estimate):
+@pytest.mark.parametrize("source", ["attack", "first_order", "confidence"])
+def test_ensemble_aware_step_uses_ensemble_strata_and_member_losses(digits, source):
     x, y = digits["train"][0][:64], digits["train"][1][:64]
     model = ensemble.EnsembleARAdaLSModel(
-        _members(),
-        10,
-        eps_max=0.3,
-        attack_steps=5,
-        num_strata=3,
-        robustness_estimate=estimate,
-        first_order_scale=1.3,
+        _members(), 10, eps_max=0.3, attack_steps=5, num_strata=3, strata_by=source
     )
     model.compile(optimizer=keras.optimizers.SGD(0.01))
     model.stratum_eps.assign([0.3, 0.1, 0.0])
-    model.stratum_thresholds.assign([1, 3])
-    # Levels come from the ensemble's averaged logits.
-    if estimate == "attack":
-        _, expected_level = robustness.adversarial_robustness(
-            model.backbone, x, eps_max=0.3, steps=5
-        )
-    else:
+    # Scores come from the ensemble's averaged logits.
+    logits = np.asarray(model.backbone(x), np.float64)
+    radius = None
+    if source == "attack":
+        radius, _ = robustness.adversarial_robustness(model.backbone, x, eps_max=0.3, steps=5)
+    elif source == "first_order":
         radius, _ = robustness.first_order_radius(model.backbone, x)
-        expected_level = robustness.levels_from_radius(1.3 * radius, 0.3, 5)
-    level, _ = model.robustness_levels(tf.constant(x))
-    np.testing.assert_array_equal(level, expected_level)
-    eps = np.array([0.3, 0.1, 0.0])[smoothing.assign_strata(level, [1, 3]).numpy()]
+    bins = reference.score_bins(source, logits, None if radius is None else radius.numpy())
+    thresholds = np.quantile(bins, [1 / 3, 2 / 3]).astype(int)  # three strata of this batch
+    model.stratum_thresholds.assign(thresholds)
+    strata = smoothing.assign_strata(bins, thresholds).numpy()
+    assert len(set(strata)) > 1
+    eps = np.array([0.3, 0.1, 0.0])[strata]
     targets = (1 - eps[:, None]) * np.eye(10)[y] + eps[:, None] / 10
     member_losses = [
         np.mean(
@@ -117,10 +112,11 @@ def test_ensemble_aware_step_uses_ensemble_strata_and_member_losses(digits, esti
     ]
     logs = model.train_on_batch(x, y, return_dict=True)
     assert logs["loss"] == pytest.approx(np.mean(member_losses), rel=1e-4)
-    # The step counted the same levels (the first-order step takes them from
+    # The step counted the same strata (the forward-pass scores come from
     # its own training forward pass).
     np.testing.assert_array_equal(
-        model.level_histogram.numpy(), np.bincount(level.numpy(), minlength=6)
+        smoothing.stratum_counts(model.score_histogram, thresholds).numpy(),
+        np.bincount(strata, minlength=3),
     )
 
 

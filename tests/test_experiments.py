@@ -136,7 +136,7 @@ def test_shift_aware_smoothing_updates_on_clean_plus_held_out_data(tmp_path, mon
         dataset="digits",
         method="ar-adals",
         epochs=1,
-        robustness_estimate="first_order",
+        strata_by="first_order",
         smoothing_data="clean+held-out",
     ).validate()
     experiments.train_run(config, str(tmp_path / "run"), verbose=0)

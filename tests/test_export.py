@@ -105,7 +105,7 @@ def adals(digits):
     (x, y), _, _ = digits
     keras.utils.set_random_seed(1)
     model = training.ARAdaLSModel(
-        backbones.mlp((8, 8, 1), 10), 10, eps_max=0.3, robustness_estimate="first_order"
+        backbones.mlp((8, 8, 1), 10), 10, eps_max=0.3, strata_by="first_order"
     )
     model.compile(optimizer="adam")
     model.fit(x, y, batch_size=256, epochs=1, verbose=0)

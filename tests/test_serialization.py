@@ -19,6 +19,7 @@ from aradals_tf import backbones
 from aradals_tf import ensemble
 from aradals_tf import losses
 from aradals_tf import metrics
+from aradals_tf import mixup
 from aradals_tf import temperature
 from aradals_tf import training
 
@@ -74,7 +75,7 @@ CASES = {
     "LogitEnsemble": (lambda: ensemble.LogitEnsemble([_mlp(1), _mlp(2)]), None),
     "EnsembleARAdaLSModel": (_joint_ensemble, None),
     "ARAdaLSModel": (_ar_adals, None),
-    "MixupModel": (lambda: training.MixupModel(_mlp(3), 10, alpha=0.4, seed=5), None),
+    "MixupModel": (lambda: mixup.MixupModel(_mlp(3), 10, alpha=0.4, seed=5), None),
     "SoftTargetCrossentropy": (losses.SoftTargetCrossentropy, lambda loss: loss(LABELS, LOGITS)),
     "SparseLabelSmoothingCrossentropy": (
         lambda: losses.SparseLabelSmoothingCrossentropy(0.07),

@@ -107,7 +107,7 @@ def test_relative_eps_update_matches_a_plain_loop():
 
 
 def test_eps_update_rejects_an_unknown_rule():
-    with pytest.raises(ValueError, match="rule must be one of additive, relative"):
+    with pytest.raises(ValueError, match="rule must be one of additive, relative, shrunk"):
         smoothing.update_eps([0.1], [0.9], [0.8], [10], 0.5, 0.5, rule="log")
 
 
@@ -118,3 +118,64 @@ def test_stratum_calibration_hand_computed():
     np.testing.assert_allclose(count, [2, 0, 1])
     np.testing.assert_allclose(confidence, [0.8, 0, 0.6], atol=1e-6)
     np.testing.assert_allclose(accuracy, [0.5, 0, 1.0])
+
+
+def test_stratum_counts_and_gap_standard_error_hand_computed():
+    np.testing.assert_array_equal(smoothing.stratum_counts([1, 2, 3, 4, 5], [0, 3]), [1, 9, 5])
+    error = smoothing.stratum_gap_standard_error(
+        [0, 0, 0, 1], [0.9, 0.8, 0.6, 0.5], [1, 1, 0, 1], 2
+    ).numpy()
+    d = np.array([0.9 - 1, 0.8 - 1, 0.6 - 0])
+    np.testing.assert_allclose(error[0], d.std(ddof=1) / np.sqrt(3), rtol=1e-5)
+    assert np.isinf(error[1])  # one example: no estimate, so no move under "shrunk"
+
+
+def test_shrunk_update_matches_a_plain_loop():
+    rng = np.random.default_rng(1)
+    n = 100
+    eps = rng.uniform(0, 0.3, n)
+    confidence, accuracy = rng.uniform(0.3, 1.0, n), rng.uniform(0.3, 1.0, n)
+    count = rng.integers(0, 60, n).astype(float)
+    error = rng.uniform(0.0, 0.2, n)
+    got = smoothing.update_eps(
+        eps, confidence, accuracy, count, 0.5, 0.25, rule="shrunk", gap_standard_error=error
+    ).numpy()
+    for r in range(n):
+        gap = confidence[r] - accuracy[r]
+        step = np.sign(gap) * max(abs(gap) - 2 * error[r], 0.0)
+        want = eps[r] if count[r] == 0 else min(max(eps[r] + 0.5 * step, 0.0), 0.25)
+        np.testing.assert_allclose(got[r], want, atol=1e-6)
+    with pytest.raises(ValueError, match="gap_standard_error"):
+        smoothing.update_eps(eps, confidence, accuracy, count, 0.5, 0.25, rule="shrunk")
+
+
+def _simulated_eps(rule, overconfidence, epochs=20, strata=5, per_stratum=50, seed=0):
+    """eps per stratum after `epochs` updates from the validation statistics
+    of a synthetic model: confidences c ~ U(0.5, 1), labels right with
+    probability c - overconfidence (0: perfectly calibrated), new draws
+    every epoch, as a fresh validation pass over a changing model sees."""
+    rng = np.random.default_rng(seed)
+    eps = np.full(strata, 0.05, np.float32)
+    for _ in range(epochs):
+        stratum = np.repeat(np.arange(strata), per_stratum)
+        confidence = rng.uniform(0.5, 1.0, stratum.size)
+        correct = rng.uniform(size=stratum.size) < confidence - overconfidence
+        count, conf, acc = smoothing.stratum_calibration(stratum, confidence, correct, strata)
+        error = smoothing.stratum_gap_standard_error(stratum, confidence, correct, strata)
+        eps = smoothing.update_eps(
+            eps, conf, acc, count, 1.0, 0.5, rule=rule, gap_standard_error=error
+        ).numpy()
+    return eps
+
+
+def test_shrunk_update_holds_still_on_a_calibrated_model_and_rises_on_an_overconfident_one():
+    drift = {
+        rule: np.array([np.abs(_simulated_eps(rule, 0.0, seed=s) - 0.05) for s in range(10)])
+        for rule in ("additive", "shrunk")
+    }
+    # Calibrated: the shrunk rule stays near 0.05 (a few moves past two
+    # standard errors in 20 x 5 updates); the paper's rule chases the noise.
+    assert drift["shrunk"].mean() <= 0.025 and drift["shrunk"].max() <= 0.08, drift["shrunk"]
+    assert drift["additive"].mean() >= 5 * drift["shrunk"].mean()
+    # Over-confident by 0.1 in every stratum: eps rises in every stratum.
+    assert np.all(_simulated_eps("shrunk", 0.1) > 0.1)

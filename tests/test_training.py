@@ -15,6 +15,7 @@ from aradals_tf import adaptive_smoothing
 from aradals_tf import backbones
 from aradals_tf import data
 from aradals_tf import losses
+from aradals_tf import mixup
 from aradals_tf import smoothing
 from aradals_tf import training
 
@@ -32,32 +33,40 @@ def _model(**kwargs):
     return model
 
 
-@pytest.mark.parametrize(
-    "estimate",
-    [
-        {"robustness_estimate": "attack"},
-        {"robustness_estimate": "first_order", "first_order_scale": 1.3},
-    ],
-)
-def test_train_step_loss_is_per_example_soft_label_crossentropy(digits, estimate):
-    # The reference levels come from `robustness_levels`, a pass of its own;
-    # the first-order train_step takes them from its training forward pass.
+def _reference_bins(model, x, source):
+    """Score bins from functions independent of the model's training step."""
+    from aradals_tf import robustness
+
+    logits = np.asarray(model.backbone(x, training=False), np.float64)
+    radius = None
+    if source == "attack":
+        radius, _ = robustness.adversarial_robustness(model.backbone, x, eps_max=0.3, steps=5)
+    elif source == "first_order":
+        radius, _ = robustness.first_order_radius(model.backbone, x)
+    return reference.score_bins(source, logits, None if radius is None else radius.numpy()), logits
+
+
+@pytest.mark.parametrize("source", ["attack", "first_order", "margin", "confidence"])
+def test_train_step_loss_is_per_example_soft_label_crossentropy(digits, source):
     x, y = digits["train"][0][:64], digits["train"][1][:64]
-    model = _model(eps_init=0.0, eps_cap=0.5, **estimate)
+    model = _model(eps_init=0.0, eps_cap=0.5, strata_by=source)
     model.stratum_eps.assign([0.3, 0.1, 0.0])
-    model.stratum_thresholds.assign([1, 3])
-    level, logits = model.robustness_levels(tf.constant(x))
-    strata = smoothing.assign_strata(level, model.stratum_thresholds).numpy()
+    bins, logits = _reference_bins(model, x, source)
+    thresholds = np.quantile(bins, [1 / 3, 2 / 3]).astype(int)  # three strata of this batch
+    model.stratum_thresholds.assign(thresholds)
+    strata = smoothing.assign_strata(bins, thresholds).numpy()
+    assert len(set(strata)) > 1  # the check below has work to do
     eps = np.array([0.3, 0.1, 0.0])[strata]
     targets = (1 - eps[:, None]) * np.eye(10)[y] + eps[:, None] / 10
-    log_probs = np.log(reference.softmax(np.asarray(logits, np.float64)))
+    log_probs = np.log(reference.softmax(logits))
     expected = np.mean(-np.sum(targets * log_probs, axis=1))
     # The loss the step reports is computed on the weights before its update.
     logs = model.train_on_batch(x, y, return_dict=True)
     assert logs["loss"] == pytest.approx(expected, rel=1e-4)
-    assert float(tf.reduce_sum(model.level_histogram)) == 64
+    histogram = model.score_histogram.numpy()
+    assert histogram.sum() == 64
     np.testing.assert_array_equal(
-        model.level_histogram.numpy(), np.bincount(level.numpy(), minlength=6)
+        smoothing.stratum_counts(histogram, thresholds).numpy(), np.bincount(strata, minlength=3)
     )
 
 
@@ -66,7 +75,7 @@ def test_sample_weight_and_integer_labels(digits):
     model = _model()
     weights = np.zeros(32, np.float32)
     weights[:16] = 1.0
-    level, logits = model.robustness_levels(tf.constant(x))
+    logits = model.backbone(x, training=False)
     log_probs = np.log(reference.softmax(np.asarray(logits, np.float64)))
     per_example = -log_probs[np.arange(32), y]  # eps_init 0: hard labels
     logs = model.train_on_batch(x, y, sample_weight=weights, return_dict=True)
@@ -87,9 +96,8 @@ def test_compile_refuses_a_foreign_loss():
         ({"eps_max": 0.0}, "eps_max"),
         ({"eps_max": 0.3, "attack_steps": 0}, "steps"),
         ({"eps_max": 0.3, "eps_init": 0.6, "eps_cap": 0.5}, "eps_init"),
-        ({"eps_max": 0.3, "robustness_estimate": "oracle"}, "robustness_estimate"),
+        ({"eps_max": 0.3, "strata_by": "oracle"}, "strata_by"),
         ({"eps_max": 0.3, "eps_update": "log"}, "eps_update"),
-        ({"eps_max": 0.3, "first_order_scale": 0.0}, "first_order_scale"),
         ({"eps_max": 0.3, "num_strata": 0}, "num_strata"),
     ],
 )
@@ -98,7 +106,7 @@ def test_bad_settings_are_clear_errors(kwargs, message):
         training.ARAdaLSModel(backbones.mlp((8, 8, 1), 10), 10, **kwargs)
 
 
-@pytest.mark.parametrize("rule", ["additive", "relative"])
+@pytest.mark.parametrize("rule", ["additive", "relative", "shrunk"])
 def test_fit_updates_thresholds_and_eps_and_logs_them(digits, tmp_path, rule):
     model = _model(alpha=1.0, eps_cap=0.5, eps_update=rule)
     adaptive = adaptive_smoothing.AdaptiveSmoothing(digits["validation"])
@@ -119,31 +127,37 @@ def test_fit_updates_thresholds_and_eps_and_logs_them(digits, tmp_path, rule):
     for r in range(3):
         if last[f"stratum{r}_count"] > 0:
             conf, acc = last[f"stratum{r}_conf"], last[f"stratum{r}_acc"]
-            scale = (
-                1.0 if rule == "additive" else max(1 - conf, 1 - acc, 1 / last[f"stratum{r}_count"])
-            )
-            expected = np.clip(first[f"stratum{r}_eps"] + (conf - acc) / scale, 0, 0.5)
+            gap = conf - acc
+            if rule == "relative":
+                gap /= max(1 - conf, 1 - acc, 1 / last[f"stratum{r}_count"])
+            elif rule == "shrunk":
+                gap = np.sign(gap) * max(abs(gap) - 2 * last[f"stratum{r}_gap_se"], 0.0)
+            expected = np.clip(first[f"stratum{r}_eps"] + gap, 0, 0.5)
             assert last[f"stratum{r}_eps"] == pytest.approx(expected, abs=1e-6)
     np.testing.assert_allclose(
         model.stratum_eps.numpy(), [last[f"stratum{r}_eps"] for r in range(3)], atol=1e-7
     )
-    # Thresholds are the equal-mass quantiles of a fresh scoring's histogram?
-    # Not exactly (weights changed during the epoch); they must be valid levels.
+    # The epoch's training examples, split into strata by the new thresholds.
+    for epoch in range(2):
+        counts = [history.history[f"stratum{r}_train_count"][epoch] for r in range(3)]
+        assert sum(counts) == len(digits["train"][1])
     thresholds = model.stratum_thresholds.numpy()
-    assert np.all(np.diff(thresholds) >= 0) and thresholds.min() >= 0 and thresholds.max() <= 5
-    assert float(tf.reduce_sum(model.level_histogram)) == 0  # cleared at epoch end
+    assert np.all(np.diff(thresholds) >= 0) and thresholds.min() >= 0 and thresholds.max() < 2048
+    assert float(tf.reduce_sum(model.score_histogram)) == 0  # cleared at epoch end
 
 
 def test_stratum_statistics_hand_checked(digits):
     model = _model()
-    model.stratum_thresholds.assign([0, 2])
+    thresholds = [100, 300]
+    model.stratum_thresholds.assign(thresholds)
     x, y = digits["validation"]
-    count, confidence, accuracy = adaptive_smoothing.stratum_statistics(
+    count, confidence, accuracy, error = adaptive_smoothing.stratum_statistics(
         model, (x, y), batch_size=50
     )
-    level, logits = model.robustness_levels(tf.constant(x))
-    strata = smoothing.assign_strata(level, [0, 2]).numpy()
-    probs = reference.softmax(np.asarray(logits, np.float64))
+    bins, logits = _reference_bins(model, x, "attack")
+    strata = smoothing.assign_strata(bins, thresholds).numpy()
+    probs = reference.softmax(logits)
+    assert len(set(strata)) == 3
     for r in range(3):
         members = strata == r
         assert count[r] == members.sum()
@@ -152,12 +166,13 @@ def test_stratum_statistics_hand_checked(digits):
             assert accuracy[r] == pytest.approx(
                 np.mean(probs[members].argmax(1) == y[members]), abs=1e-6
             )
+        if members.sum() >= 2:
+            d = probs[members].max(1) - (probs[members].argmax(1) == y[members])
+            assert error[r] == pytest.approx(d.std(ddof=1) / np.sqrt(members.sum()), rel=1e-4)
 
 
 def test_save_load_round_trip(digits, tmp_path):
-    model = _model(
-        robustness_estimate="first_order", alpha=0.5, eps_update="relative", first_order_scale=1.3
-    )
+    model = _model(strata_by="first_order", alpha=0.5, eps_update="shrunk")
     model.fit(
         *digits["train"],
         batch_size=128,
@@ -170,8 +185,8 @@ def test_save_load_round_trip(digits, tmp_path):
     model.save(path)
     loaded = keras.models.load_model(path)
     assert isinstance(loaded, training.ARAdaLSModel)
-    assert loaded.get_config()["alpha"] == 0.5 and loaded.robustness_estimate == "first_order"
-    assert loaded.eps_update == "relative" and loaded.first_order_scale == 1.3
+    assert loaded.get_config()["alpha"] == 0.5 and loaded.strata_by == "first_order"
+    assert loaded.eps_update == "shrunk"
     np.testing.assert_allclose(loaded.stratum_eps.numpy(), [0.05, 0.1, 0.2])
     np.testing.assert_array_equal(
         loaded.stratum_thresholds.numpy(), model.stratum_thresholds.numpy()
@@ -188,20 +203,44 @@ def test_save_load_round_trip(digits, tmp_path):
     )
 
 
-def test_first_order_levels_use_the_scale(digits):
-    from aradals_tf import robustness
+def test_validation_is_scored_in_the_training_mode_without_moving_batchnorm(digits):
+    """Forward-pass scores are taken with training=True during fit, so
+    validation is scored the same way; the BatchNorm statistics that such a
+    pass moves are put back."""
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((8, 8, 1))
+    hidden = keras.layers.Dense(32)(keras.layers.Flatten()(inputs))
+    hidden = keras.layers.BatchNormalization()(hidden)
+    backbone = keras.Model(inputs, keras.layers.Dense(10)(keras.layers.ReLU()(hidden)))
+    model = training.ARAdaLSModel(backbone, 10, eps_max=0.3, num_strata=3, strata_by="margin")
+    model.compile(optimizer="adam")
+    model.fit(
+        *digits["train"],
+        batch_size=128,
+        epochs=1,
+        verbose=0,
+        callbacks=[adaptive_smoothing.AdaptiveSmoothing(digits["validation"])],
+    )
+    x, y = digits["validation"]
+    before = [v.numpy().copy() for v in backbone.non_trainable_variables]
+    count, _, _, _ = adaptive_smoothing.stratum_statistics(model, (x, y), batch_size=500)
+    for variable, value in zip(backbone.non_trainable_variables, before):
+        np.testing.assert_array_equal(variable.numpy(), value)
+    train_mode = reference.score_bins("margin", backbone(x, training=True))
+    for variable, value in zip(backbone.non_trainable_variables, before):
+        variable.assign(value)
+    inference_mode = reference.score_bins("margin", backbone(x, training=False))
+    thresholds = model.stratum_thresholds.numpy()
+    expected = np.bincount(smoothing.assign_strata(train_mode, thresholds).numpy(), minlength=3)
+    np.testing.assert_array_equal(count, expected)
+    # The two modes really differ here, so the check above could fail.
+    assert np.mean(train_mode != inference_mode) > 0.5
 
-    x = tf.constant(digits["validation"][0])
-    plain = _model(robustness_estimate="first_order")
-    scaled = _model(robustness_estimate="first_order", first_order_scale=1.7)
-    radius, _ = robustness.first_order_radius(plain.backbone, x)
-    np.testing.assert_array_equal(
-        scaled.robustness_levels(x)[0].numpy(),
-        robustness.levels_from_radius(1.7 * radius, 0.3, 5).numpy(),
-    )
-    np.testing.assert_array_equal(
-        plain.robustness_levels(x)[0].numpy(), robustness.levels_from_radius(radius, 0.3, 5).numpy()
-    )
+
+def test_fit_without_adaptive_smoothing_warns(digits):
+    model = _model()
+    with pytest.warns(UserWarning, match="eps stays at eps_init"):
+        model.fit(*digits["train"], batch_size=256, epochs=1, verbose=0)
 
 
 def test_first_order_radius_exact_on_linear_model():
@@ -301,7 +340,7 @@ def test_baseline_losses_hand_computed():
 
 def test_mixup_targets_are_convex_combinations(digits):
     keras.utils.set_random_seed(0)
-    model = training.MixupModel(backbones.mlp((8, 8, 1), 10), 10, alpha=0.4, seed=1)
+    model = mixup.MixupModel(backbones.mlp((8, 8, 1), 10), 10, alpha=0.4, seed=1)
     x, y = digits["train"][0][:16], digits["train"][1][:16]
     mixed_x, targets, dominant = model.soft_targets(tf.constant(x), tf.constant(y))
     targets, mixed_x = targets.numpy(), mixed_x.numpy()
@@ -360,7 +399,7 @@ _MIRRORED = textwrap.dedent(
 
     class Capture(keras.callbacks.Callback):
         def on_train_batch_end(self, batch, logs=None):
-            seen["histogram"] = self.model.level_histogram.numpy().tolist()
+            seen["histogram"] = self.model.score_histogram.numpy().tolist()
             seen["loss"] = float(logs["loss"])
 
     dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(128).take(1)
@@ -418,7 +457,7 @@ def test_trained_model_smooths_least_robust_strata_most():
         method="ar-adals",
         epochs=15,
         seed=0,
-        robustness_estimate="first_order",
+        strata_by="first_order",
         alpha=1.0,
         eps_cap=0.5,
         num_strata=5,
@@ -431,3 +470,27 @@ def test_trained_model_smooths_least_robust_strata_most():
     least, most = eps[:2].mean(), eps[-2:].mean()
     assert least > most, eps
     assert eps[0] > 0
+
+
+def test_training_strata_hold_equal_shares_at_every_epoch_end():
+    """Acceptance: on mnist5k with the attack, each epoch's training strata
+    (the thresholds computed at its end, applied to its scores) hold between
+    0.8 n / R and 1.2 n / R examples."""
+    from aradals_tf import experiments
+
+    config = experiments.TrainConfig(
+        dataset="mnist5k", method="ar-adals", epochs=4, seed=0, num_strata=10
+    ).validate()
+    train, validation = experiments.training_datasets(config)
+    model = experiments.build_model(config)
+    history = model.fit(
+        train,
+        epochs=config.epochs,
+        verbose=0,
+        callbacks=[adaptive_smoothing.AdaptiveSmoothing(validation)],
+    )
+    n = len(data.load_arrays("mnist5k", "train")[1])
+    for epoch in range(config.epochs):
+        counts = np.array([history.history[f"stratum{r}_train_count"][epoch] for r in range(10)])
+        assert counts.sum() == n
+        assert np.all((counts >= 0.8 * n / 10) & (counts <= 1.2 * n / 10)), (epoch, counts)

@@ -9,6 +9,7 @@ from aradals_tf import data
 from aradals_tf import ensemble
 from aradals_tf import losses
 from aradals_tf import metrics
+from aradals_tf import mixup
 from aradals_tf import training
 from aradals_tf.experiments.config import CORRUPTION_SEED
 from aradals_tf.experiments.config import EVAL_BATCH_SIZE
@@ -84,8 +85,7 @@ def _ar_adals_settings(config):
         eps_init=config.eps_init,
         eps_cap=config.eps_cap,
         eps_update=config.eps_update,
-        robustness_estimate=config.robustness_estimate,
-        first_order_scale=config.first_order_scale,
+        strata_by=config.strata_by,
         attack_loss=config.attack_loss,
     )
 
@@ -129,7 +129,7 @@ def build_model(config, init_seed=None):
         model.compile(optimizer=optimizer, metrics=compile_metrics)
         return model
     if config.method == "mixup":
-        model = training.MixupModel(
+        model = mixup.MixupModel(
             backbone, info.num_classes, alpha=config.mixup_alpha, seed=init_seed
         )
         model.compile(optimizer=optimizer, metrics=compile_metrics)

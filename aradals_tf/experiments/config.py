@@ -76,18 +76,13 @@ class TrainConfig:
         "that are nearly always right return to hard labels.",
         choices.EPS_UPDATES,
     )
-    robustness_estimate: str = _setting(
+    strata_by: str = _setting(
         "attack",
-        "AR-AdaLS: 'attack' runs the growing-radius attack on every batch; "
-        "'first_order' estimates the radius from the training forward pass "
-        "(margin / input-gradient norm), a cheaper mode (docs: training-cost study).",
-        choices.ROBUSTNESS_ESTIMATES,
-    )
-    first_order_scale: float = _setting(
-        1.0,
-        "AR-AdaLS first_order mode: factor on the first-order radius before it is "
-        "mapped onto the attack's levels; robustness.fit_first_order_scale "
-        "measures it on validation data.",
+        "AR-AdaLS: the score that sorts examples into strata: 'attack' runs the "
+        "growing-radius attack on every batch (the paper's); 'first_order' "
+        "(margin / input-gradient norm), 'margin' (top-2 logits) and 'confidence' "
+        "come from the training forward pass, cheaper (docs: training-cost study).",
+        choices.STRATA_SOURCES,
     )
     attack_loss: str = _setting(
         "margin", "AR-AdaLS: loss each attack step ascends.", choices.ATTACK_LOSSES
@@ -147,7 +142,7 @@ class TrainConfig:
         for name in ("epochs", "batch_size", "num_strata", "attack_steps", "ensemble_size"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1; got {getattr(self, name)}.")
-        for name in ("learning_rate", "mixup_alpha", "eps_max", "first_order_scale"):
+        for name in ("learning_rate", "mixup_alpha", "eps_max"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0; got {getattr(self, name)}.")
         for name in ("focal_gamma", "alpha"):
@@ -180,12 +175,10 @@ class TrainConfig:
                 "num_strata",
                 "eps_max",
                 "attack_steps",
-                "robustness_estimate",
+                "strata_by",
                 "smoothing_data",
             ),
         }.get(self.method, ())
-        if self.method == "ar-adals" and self.robustness_estimate == "first_order":
-            keys += ("first_order_scale",)
         if self.ensemble_size > 1:
             keys += ("ensemble_size",) + (("ensemble_mode",) if self.method == "ar-adals" else ())
         return {key: getattr(self, key) for key in keys}
