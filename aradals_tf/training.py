@@ -197,8 +197,9 @@ class ARAdaLSModel(SoftTargetModel):
         alpha: step size of the eps update (1.0).
         eps_init: initial eps of every stratum (0.0: hard labels).
         eps_cap: largest eps (0.5).
-        eps_update: the eps update's rule, `"additive"` (the method's
-            `conf_r - acc_r`), `"relative"` or `"shrunk"` (see
+        eps_update: the eps update's rule: `"shrunk"` (the default: the
+            gap `conf_r - acc_r` less two of its standard errors), `"additive"`
+            (the paper's `conf_r - acc_r`) or `"relative"` (see
             `smoothing.update_eps`).
         norm: attack norm, `"inf"` or `"2"`.
         strata_by: the score that sorts examples into strata (above).
@@ -228,7 +229,7 @@ class ARAdaLSModel(SoftTargetModel):
         alpha=1.0,
         eps_init=0.0,
         eps_cap=0.5,
-        eps_update="additive",
+        eps_update="shrunk",
         norm="inf",
         strata_by="attack",
         attack_loss="margin",

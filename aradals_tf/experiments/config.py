@@ -70,10 +70,11 @@ class TrainConfig:
     eps_init: float = _setting(0.0, "AR-AdaLS: initial eps of every stratum.")
     eps_cap: float = _setting(0.5, "AR-AdaLS: largest eps.")
     eps_update: str = _setting(
-        "additive",
-        "AR-AdaLS: the eps update's step: 'additive' is alpha (conf - acc), the "
-        "paper's; 'relative' divides it by the stratum's error rate, so strata "
-        "that are nearly always right return to hard labels.",
+        "shrunk",
+        "AR-AdaLS: the eps update's step: 'shrunk' is alpha (conf - acc) less two "
+        "standard errors of that gap, so a gap within noise does not move eps; "
+        "'additive' is alpha (conf - acc), the paper's; 'relative' divides it by "
+        "the stratum's error rate.",
         choices.EPS_UPDATES,
     )
     strata_by: str = _setting(
