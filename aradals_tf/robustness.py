@@ -52,7 +52,7 @@ def margin_loss(reference, logits):
 _LOSS_FUNCTIONS = {"cross_entropy": _cross_entropy, "margin": margin_loss}
 
 
-def _norm_order(norm):
+def norm_order(norm):
     key = "inf" if norm in (np.inf, "inf", "linf", "Linf") else str(norm)
     if key not in NORMS:
         raise ValueError(f"norm must be 'inf' or 2; got {norm!r}.")
@@ -76,10 +76,10 @@ def check_attack_settings(eps_max, steps, norm="inf", clip_min=0.0, clip_max=1.0
         raise ValueError(f"steps must be an integer >= 1; got {steps!r}.")
     if clip_min is not None and clip_max is not None and not clip_min < clip_max:
         raise ValueError(f"clip_min must be < clip_max; got {clip_min}, {clip_max}.")
-    return eps_max, int(steps), _norm_order(norm)
+    return eps_max, int(steps), norm_order(norm)
 
 
-def _logits(model, x):
+def model_logits(model, x):
     logits = model(x, training=False)
     if isinstance(logits, (list, tuple, dict)) or logits.shape.rank != 2:
         shape = getattr(logits, "shape", type(logits).__name__)
@@ -100,11 +100,16 @@ def growing_radius_attack(
     clip_min=0.0,
     clip_max=1.0,
     loss="margin",
+    compact=True,
 ):
     """The attack as graph-friendly ops; returns `(radius, level, clean_logits)`.
 
     Meant for use inside `tf.function` / `train_step` (no input checks
     beyond static ones). See `adversarial_robustness` for the arguments.
+    With `compact=True` (the default) each step runs only on the examples
+    that have not flipped yet (gathered, and their results scattered back)
+    in a `tf.while_loop` that stops when none is left: the same steps on the
+    same examples as `compact=False`, which steps the whole batch T times.
     """
     eps_max, steps, order = check_attack_settings(eps_max, steps, norm, clip_min, clip_max)
     if loss not in ATTACK_LOSSES:
@@ -118,7 +123,7 @@ def growing_radius_attack(
     def logits_and_gradient(inputs, reference):
         with tf.GradientTape() as tape:
             tape.watch(inputs)
-            logits = _logits(model, inputs)
+            logits = model_logits(model, inputs)
             if reference is None:
                 reference = tf.argmax(logits, axis=-1, output_type=tf.int32)
             # Summed, so that each example's gradient is its own loss's.
@@ -135,6 +140,24 @@ def growing_radius_attack(
         return -margin_loss(reference, tf.cast(logits, tf.float32))
 
     clean_margin = reference_margin(clean_logits)
+    if compact:
+        radius, level, final_margin = _compacted_steps(
+            logits_and_gradient,
+            x,
+            reference,
+            gradient,
+            clean_margin,
+            already_wrong,
+            steps=steps,
+            step_size=step_size,
+            order=order,
+            clip_min=clip_min,
+            clip_max=clip_max,
+        )
+        radius, level = _finish(
+            radius, level, final_margin, clean_margin, already_wrong, eps_max, steps
+        )
+        return radius, level, clean_logits
     previous_margin = clean_margin
     level = tf.fill([batch], tf.constant(steps, tf.int32))
     radius = tf.fill([batch], tf.constant(np.inf, tf.float32))
@@ -149,152 +172,130 @@ def growing_radius_attack(
         if t < steps:
             logits, _, gradient = logits_and_gradient(adversarial, reference)
         else:
-            logits = _logits(model, adversarial)
+            logits = model_logits(model, adversarial)
         flipped = tf.not_equal(tf.argmax(logits, axis=-1, output_type=tf.int32), reference)
         first_flip = flipped & (level == steps)
         margin = reference_margin(logits)
-        # The margin is >= 0 at step t - 1 and <= 0 at step t: the radius
-        # where the straight line between the two crosses zero (exact when
-        # the margin falls linearly along the steps, as on a linear model).
-        crossing = previous_margin / tf.maximum(previous_margin - margin, 1e-12)
-        interpolated = (float(t - 1) + tf.clip_by_value(crossing, 0.0, 1.0)) * step_size
-        radius = tf.where(first_flip, interpolated, radius)
+        radius = tf.where(
+            first_flip, _crossing_radius(previous_margin, margin, t, step_size), radius
+        )
         level = tf.where(first_flip, t - 1, level)
         previous_margin = margin
+    radius, level = _finish(
+        radius, level, previous_margin, clean_margin, already_wrong, eps_max, steps
+    )
+    return radius, level, clean_logits
+
+
+def _crossing_radius(previous_margin, margin, t, step_size):
+    """The margin is >= 0 at step t - 1 and <= 0 at step t: the radius where
+    the straight line between the two crosses zero (exact when the margin
+    falls linearly along the steps, as on a linear model)."""
+    crossing = previous_margin / tf.maximum(previous_margin - margin, 1e-12)
+    return (tf.cast(t - 1, tf.float32) + tf.clip_by_value(crossing, 0.0, 1.0)) * step_size
+
+
+def _finish(radius, level, final_margin, clean_margin, already_wrong, eps_max, steps):
+    """`(radius, level)` with the never-flipped and already-wrong cases filled in."""
     # Never flipped: a score in (eps_max, 2 eps_max) that grows with the share
     # of the clean margin left after the last step, so that these sort too.
-    remaining = tf.maximum(previous_margin, 0.0) / tf.maximum(clean_margin, 1e-12)
+    remaining = tf.maximum(final_margin, 0.0) / tf.maximum(clean_margin, 1e-12)
     radius = tf.where(level < steps, radius, eps_max * (1.0 + remaining / (1.0 + remaining)))
     radius = tf.where(already_wrong, 0.0, radius)
     level = tf.where(already_wrong, 0, level)
-    return tf.stop_gradient(radius), tf.stop_gradient(level), clean_logits
+    return tf.stop_gradient(radius), tf.stop_gradient(level)
 
 
-def first_order_radius(model, x, *, norm="inf"):
-    """DeepFool-style estimate of the distance to the decision boundary.
-
-    `margin(x) / ||grad_x margin(x)||_*`, with `margin` the predicted class's
-    logit minus the best other logit and `||.||_*` the dual norm (L1 for an
-    L-inf radius, L2 for L2). Exact for a linear model's nearest class; one
-    forward and one backward pass, against T of each for the attack.
-
-    Args:
-        model: a callable producing logits (called with `training=False`).
-        x: a batch of inputs.
-        norm: `"inf"` or 2.
-
-    Returns:
-        `(radius, logits)`: float32 `[batch]` estimated radius (>= 0) and the
-        clean logits.
-    """
-    x = tf.stop_gradient(tf.cast(x, tf.float32))
-    with tf.GradientTape() as tape:
-        tape.watch(x)
-        logits = _logits(model, x)
-        margin = prediction_margin(logits)
-        total = tf.reduce_sum(margin)
-    return radius_from_margin(margin, tape.gradient(total, x), norm), logits
-
-
-def prediction_margin(logits):
-    """Per-example predicted logit minus the best other logit (>= 0), float32."""
-    logits32 = tf.cast(logits, tf.float32)
-    prediction = tf.argmax(logits32, axis=-1, output_type=tf.int32)
-    return -margin_loss(prediction, logits32)
-
-
-def radius_from_margin(margin, gradient, norm="inf"):
-    """`margin / ||gradient||_*` per example: the first-order radius.
-
-    Args:
-        margin: float `[batch]` from `prediction_margin`.
-        gradient: the margin's gradient with respect to the inputs, `[batch, ...]`.
-        norm: `"inf"` (dual norm L1) or 2.
-
-    Returns:
-        float32 `[batch]` radius, without gradient.
-    """
-    order = _norm_order(norm)
-    gradient = tf.reshape(tf.cast(gradient, tf.float32), [tf.shape(gradient)[0], -1])
-    if order == np.inf:
-        dual = tf.reduce_sum(tf.abs(gradient), axis=-1)
-    else:
-        dual = tf.norm(gradient, axis=-1)
-    return tf.stop_gradient(margin / tf.maximum(dual, 1e-12))
-
-
-def levels_from_radius(radius, eps_max, steps):
-    """Maps radii onto the attack's level grid (level l: radius in (l h, (l+1) h]).
-
-    Args:
-        radius: float `[n]` radii (`inf` allowed).
-        eps_max: the attack's largest radius.
-        steps: T; `h = eps_max / T`.
-
-    Returns:
-        int32 `[n]` levels in `0..T` (T: beyond eps_max).
-    """
-    step = eps_max / steps
-    radius = tf.minimum(tf.cast(radius, tf.float32), 2.0 * eps_max)
-    # The tolerance keeps radii on the grid (0.3 / 0.06) in their level
-    # despite float32 rounding.
-    level = tf.math.ceil(radius / step - 1e-5) - 1.0
-    return tf.cast(tf.clip_by_value(level, 0.0, float(steps)), tf.int32)
-
-
-def fit_first_order_scale(
-    model, x, *, eps_max, steps=10, norm="inf", clip_min=0.0, clip_max=1.0, loss="margin"
+def _compacted_steps(
+    logits_and_gradient,
+    x,
+    reference,
+    gradient,
+    clean_margin,
+    already_wrong,
+    *,
+    steps,
+    step_size,
+    order,
+    clip_min,
+    clip_max,
 ):
-    """The factor that puts first-order radii on the attack's level grid.
+    """The attack's steps on the examples not yet flipped only.
 
-    The first-order estimate is a linearisation; on ReLU networks it is
-    systematically smaller than the radius at which the growing-radius attack
-    first flips the prediction, so `levels_from_radius(first_order_radius(...))`
-    sits below the attack's levels. This returns the scale `s` (searched on a
-    0.01 grid in [0.5, 4]) at which the mean level of
-    `levels_from_radius(s * radius)` is closest to the attack's mean level on
-    `x`: a diagnostic of how far the cheap estimate is from the attack in
-    radius units. (AR-AdaLS strata are quantiles of the score, which a scale
-    does not change.) Measure it on held-out data, never on the test split.
-
-    Args:
-        model: a callable producing logits.
-        x: a batch of inputs in `[clip_min, clip_max]`.
-        eps_max: the attack's largest radius (`adversarial_robustness`).
-        steps: the attack's steps.
-        norm: `"inf"` or `"2"`.
-        clip_min: smallest valid input value.
-        clip_max: largest valid input value.
-        loss: the attack's loss, `"margin"` or `"cross_entropy"`.
-
-    Returns:
-        `(scale, exact_agreement)`: the float scale and the fraction of
-        examples whose scaled first-order level equals the attack's level.
-
-    Example:
-
-    >>> scale, agreement = fit_first_order_scale(model, validation_images, eps_max=0.3)
+    Returns `(radius, level, final_margin)` over the whole batch: the radius
+    and level of the examples that flip, `steps` for the others, and each
+    example's margin at the last step it was attacked.
     """
-    _, attack_level = adversarial_robustness(
-        model,
-        x,
-        eps_max=eps_max,
-        steps=steps,
-        norm=norm,
-        clip_min=clip_min,
-        clip_max=clip_max,
-        loss=loss,
+    batch = tf.shape(x)[0]
+    live = tf.where(~already_wrong)[:, 0]
+    state = (
+        tf.constant(1),
+        live,
+        tf.gather(x, live),  # adversarial inputs of the live examples
+        tf.gather(gradient, live),
+        tf.gather(clean_margin, live),  # their margins at the previous step
+        tf.fill([batch], tf.constant(steps, tf.int32)),
+        tf.fill([batch], tf.constant(np.inf, tf.float32)),
+        clean_margin,
     )
-    attack_level = np.asarray(attack_level)
-    radius, _ = first_order_radius(model, x, norm=norm)
-    scales = np.round(np.arange(0.5, 4.0 + 1e-9, 0.01), 2)
-    # One [scales, n] level matrix: the search is a single vectorised op.
-    levels = levels_from_radius(
-        scales.astype(np.float32)[:, None] * np.asarray(radius)[None, :], eps_max, steps
-    ).numpy()
-    gap = np.abs(levels.mean(axis=1) - attack_level.mean())
-    best = int(np.argmin(gap))
-    return float(scales[best]), float(np.mean(levels[best] == attack_level))
+
+    def body(t, live, adversarial, gradient, previous_margin, level, radius, final_margin):
+        clean = tf.gather(x, live)
+        live_reference = tf.gather(reference, live)
+        adversarial = adversarial + optimize_linear(gradient, step_size, order)
+        adversarial = clean + clip_eta(
+            adversarial - clean, order, tf.cast(t, tf.float32) * step_size
+        )
+        if clip_min is not None and clip_max is not None:
+            adversarial = tf.clip_by_value(adversarial, clip_min, clip_max)
+        adversarial = tf.stop_gradient(adversarial)
+        logits, _, gradient = logits_and_gradient(adversarial, live_reference)
+        margin = -margin_loss(live_reference, tf.cast(logits, tf.float32))
+        flipped = tf.not_equal(tf.argmax(logits, axis=-1, output_type=tf.int32), live_reference)
+        where = live[:, None]
+        radius = tf.tensor_scatter_nd_update(
+            radius,
+            where,
+            tf.where(
+                flipped,
+                _crossing_radius(previous_margin, margin, t, step_size),
+                tf.gather(radius, live),
+            ),
+        )
+        level = tf.tensor_scatter_nd_update(
+            level, where, tf.where(flipped, t - 1, tf.gather(level, live))
+        )
+        final_margin = tf.tensor_scatter_nd_update(final_margin, where, margin)
+        keep = ~flipped
+        return (
+            t + 1,
+            tf.boolean_mask(live, keep),
+            tf.boolean_mask(adversarial, keep),
+            tf.boolean_mask(gradient, keep),
+            tf.boolean_mask(margin, keep),
+            level,
+            radius,
+            final_margin,
+        )
+
+    def condition(t, live, *_):
+        return (t <= steps) & (tf.size(live) > 0)
+
+    unknown = tf.TensorShape([None])
+    shapes = (
+        tf.TensorShape([]),
+        unknown,
+        tf.TensorShape([None, *x.shape[1:]]),
+        tf.TensorShape([None, *x.shape[1:]]),
+        unknown,
+        unknown,
+        unknown,
+        unknown,
+    )
+    _, _, _, _, _, level, radius, final_margin = tf.while_loop(
+        condition, body, state, shape_invariants=shapes
+    )
+    return radius, level, final_margin
 
 
 def _attack_settings(eps_max, steps, norm, clip_min, clip_max, loss):
@@ -350,7 +351,7 @@ def _check_range(x, clip_min, clip_max):
 
 
 def _check_outputs_logits(model, x):
-    probe = np.asarray(_logits(model, tf.convert_to_tensor(x[:2], tf.float32)))
+    probe = np.asarray(model_logits(model, tf.convert_to_tensor(x[:2], tf.float32)))
     if np.all(probe >= 0) and np.allclose(probe.sum(axis=-1), 1.0, atol=1e-4):
         raise ValueError(
             "The model seems to output probabilities (rows sum to 1); the "

@@ -18,6 +18,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from aradals_tf import first_order
 from aradals_tf import losses
 from aradals_tf import robustness
 from aradals_tf import smoothing
@@ -301,11 +302,11 @@ class ARAdaLSModel(SoftTargetModel):
         """Normalised score in [0, 1) from a forward pass (and, for the first-order
         score, the margin's input gradient); monotone in the raw score."""
         if self.strata_by == "first_order":
-            radius = robustness.radius_from_margin(margin, gradient, self.norm)
+            radius = first_order.radius_from_margin(margin, gradient, self.norm)
             return radius / (radius + self.eps_max)
         logits = tf.cast(logits, tf.float32)
         if self.strata_by == "margin":
-            raw = robustness.prediction_margin(logits)
+            raw = first_order.prediction_margin(logits)
         else:  # -log(1 - confidence), computed without rounding 1 - p to 0
             others = tf.where(
                 tf.one_hot(tf.argmax(logits, axis=-1), tf.shape(logits)[-1]) > 0, -np.inf, logits
@@ -343,7 +344,7 @@ class ARAdaLSModel(SoftTargetModel):
             with tf.GradientTape() as tape:
                 tape.watch(x)
                 logits = self.backbone(x, training=training)
-                margin = robustness.prediction_margin(logits)
+                margin = first_order.prediction_margin(logits)
                 total = tf.reduce_sum(margin)
             score = self._score_from_pass(logits, tape.gradient(total, x), margin)
         else:
@@ -379,7 +380,7 @@ class ARAdaLSModel(SoftTargetModel):
             with tf.GradientTape() as input_tape:
                 input_tape.watch(inputs)
                 member_logits, logits = self.training_logits(inputs)
-                margin = robustness.prediction_margin(logits)
+                margin = first_order.prediction_margin(logits)
                 total = tf.reduce_sum(margin)
             score = self._score_from_pass(logits, input_tape.gradient(total, inputs), margin)
         else:

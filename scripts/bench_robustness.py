@@ -2,13 +2,16 @@
 """Benchmark: the growing-radius robustness scorer against a naive cleverhans sweep.
 
 Measures, in one run on the same model and batch (examples per second):
-  (a) the package's scorer: one growing-radius attack, T forward+backward passes;
+  (a) the package's scorer: one growing-radius attack whose steps run only on the
+      examples that have not flipped yet (at most T forward+backward passes);
+  (a0) the same attack stepping the whole batch T times (`compact=False`), the
+      scorer before compaction;
   (b) the naive sweep a user would write with cleverhans alone:
       `projected_gradient_descent` at each of the T radii, T steps each, plus a
       forward pass per radius to see whether the prediction flipped
       (each radius's attack wrapped in one tf.function, as cleverhans advises);
   (c) the floor: T forward+backward passes of the same batch.
-Prints the ratios a/b and a/c, and how often (a) and (b) agree on the level.
+Prints the ratios a/b, a/c and a0/a, and how often (a) and (b) agree on the level.
 
 Usage: python scripts/bench_robustness.py [--epochs 5] [--examples 1000] [--steps 10] [--repeats 5]
 Only ratios measured in one run mean anything on a shared machine.
@@ -132,17 +135,34 @@ def main():
             levels.append(level.numpy())
         return np.concatenate(levels)
 
+    @tf.function(reduce_retracing=True)
+    def whole_batch_attack(x):
+        return robustness.growing_radius_attack(
+            model, x, eps_max=args.eps_max, steps=args.steps, compact=False
+        )[1]
+
+    def uncompacted_scorer():
+        return np.concatenate(
+            [
+                whole_batch_attack(tf.constant(images[start : start + args.batch_size])).numpy()
+                for start in range(0, len(images), args.batch_size)
+            ]
+        )
+
     margin = lambda labels, logits: robustness.margin_loss(tf.cast(labels, tf.int32), logits)  # noqa: E731
-    # (a) and (c) alternate, so a load change on a shared machine hits both.
+    # (a), (a0) and (c) alternate, so a load change on a shared machine hits all.
     scorer()
+    uncompacted_scorer()
     floor_passes(model, images, args.steps, args.batch_size)
-    scorer_times, floor_times = [], []
+    scorer_times, whole_times, floor_times = [], [], []
     for _ in range(args.repeats):
         t_a, levels = timed_once(scorer)
+        t_a0, whole_levels = timed_once(uncompacted_scorer)
         t_c, _ = timed_once(lambda: floor_passes(model, images, args.steps, args.batch_size))
         scorer_times.append(t_a)
+        whole_times.append(t_a0)
         floor_times.append(t_c)
-    t_scorer, t_floor = min(scorer_times), min(floor_times)
+    t_scorer, t_whole, t_floor = min(scorer_times), min(whole_times), min(floor_times)
     t_naive, naive = timed(
         lambda: naive_sweep_levels(
             model, images, args.eps_max, args.steps, args.batch_size, margin
@@ -152,11 +172,16 @@ def main():
     n = len(images)
     rate = lambda seconds: n / seconds  # noqa: E731
     print(f"(a) growing-radius scorer : {rate(t_scorer):8.1f} examples/s")
+    print(f"(a0) whole-batch steps    : {rate(t_whole):8.1f} examples/s")
     print(f"(b) naive cleverhans sweep: {rate(t_naive):8.1f} examples/s")
     print(f"(c) floor, T fwd+bwd      : {rate(t_floor):8.1f} examples/s")
     print(
         f"speed-up a/b = {t_naive / t_scorer:.2f}x   "
         f"cost a/c = {t_scorer / t_floor:.2f}x of the floor"
+    )
+    print(
+        f"compaction: a0/a = {t_whole / t_scorer:.2f}x the throughput; levels identical: "
+        f"{bool(np.all(levels == whole_levels))}; mean level {np.mean(levels):.2f} of {args.steps}"
     )
     within = np.mean(np.abs(levels - naive) <= 1)
     print(

@@ -37,6 +37,7 @@ from scipy.stats import spearmanr  # noqa: E402
 
 from aradals_tf import data  # noqa: E402
 from aradals_tf import experiments  # noqa: E402
+from aradals_tf import first_order  # noqa: E402
 from aradals_tf import robustness  # noqa: E402
 
 MODES = {
@@ -79,12 +80,12 @@ def rank_correlations(run_dir, eps_max, steps):
             for i in range(0, len(images), 250)
         ]
     )
-    first_order, logits = robustness.first_order_radius(model, images)
+    estimate, logits = first_order.first_order_radius(model, images)
     logits = np.asarray(logits)
     top2 = np.sort(logits, axis=1)[:, -2:]
     probs = tf.nn.softmax(logits).numpy()
     return {
-        "first-order estimate": spearmanr(first_order.numpy(), full)[0],
+        "first-order estimate": spearmanr(estimate.numpy(), full)[0],
         "attack with T=5": spearmanr(coarse, full)[0],
         "top-2 logit margin": spearmanr(top2[:, 1] - top2[:, 0], full)[0],
         "confidence": spearmanr(probs.max(1), full)[0],

@@ -12,6 +12,7 @@ from aradals_tf import backbones
 from aradals_tf import data
 from aradals_tf import ensemble
 from aradals_tf import experiments
+from aradals_tf import first_order
 from aradals_tf import robustness
 from aradals_tf import smoothing
 from aradals_tf import temperature
@@ -93,7 +94,7 @@ def test_ensemble_aware_step_uses_ensemble_strata_and_member_losses(digits, sour
     if source == "attack":
         radius, _ = robustness.adversarial_robustness(model.backbone, x, eps_max=0.3, steps=5)
     elif source == "first_order":
-        radius, _ = robustness.first_order_radius(model.backbone, x)
+        radius, _ = first_order.first_order_radius(model.backbone, x)
     bins = reference.score_bins(source, logits, None if radius is None else radius.numpy())
     thresholds = np.quantile(bins, [1 / 3, 2 / 3]).astype(int)  # three strata of this batch
     model.stratum_thresholds.assign(thresholds)

@@ -9,6 +9,7 @@ from cleverhans.tf2.attacks.projected_gradient_descent import projected_gradient
 
 from aradals_tf import data
 from aradals_tf import diagnostics
+from aradals_tf import first_order
 from aradals_tf import robustness
 
 
@@ -127,13 +128,13 @@ def test_first_order_scale_is_one_on_a_linear_model_and_undoes_a_known_bias(monk
     x = rng.uniform(0.35, 0.65, size=(1000, 30)).astype("float32")
     # Linear model: the first-order radius is the exact distance, which the
     # attack brackets within one step, so no correction is needed.
-    scale, agreement = robustness.fit_first_order_scale(model, x, eps_max=0.3, steps=20)
+    scale, agreement = first_order.fit_first_order_scale(model, x, eps_max=0.3, steps=20)
     assert abs(scale - 1.0) <= 0.05 and agreement >= 0.95, (scale, agreement)
     # An estimator that reports half the exact distance needs a factor of 2.
     exact = _exact_linf_distance(x, weights, bias)
     halved = lambda model, x, norm="inf": (tf.constant(exact / 2, tf.float32), model(x))  # noqa: E731
-    monkeypatch.setattr(robustness, "first_order_radius", halved)
-    scale, agreement = robustness.fit_first_order_scale(model, x, eps_max=0.3, steps=20)
+    monkeypatch.setattr(first_order, "first_order_radius", halved)
+    scale, agreement = first_order.fit_first_order_scale(model, x, eps_max=0.3, steps=20)
     assert abs(scale - 2.0) <= 0.05 and agreement >= 0.9, (scale, agreement)
 
 
@@ -340,3 +341,30 @@ def test_bad_inputs_and_models(mnist5k_cnn, test_images):
     softmax = keras.Sequential([mnist5k_cnn, keras.layers.Softmax()])
     with pytest.raises(ValueError, match="probabilities"):
         robustness.adversarial_robustness(softmax, images, eps_max=0.3)
+
+
+@pytest.mark.parametrize("labels", [False, True])
+def test_compacted_attack_gives_the_levels_and_radii_of_the_whole_batch_attack(
+    mnist5k_cnn, test_images, labels
+):
+    """Stepping only the examples that have not flipped is the same attack."""
+    images, truth = test_images
+    settings = dict(eps_max=0.3, steps=10, clip_min=0.0, clip_max=1.0, loss="margin")
+    given = tf.constant(truth) if labels else None
+
+    @tf.function
+    def both(x):
+        compacted = robustness.growing_radius_attack(mnist5k_cnn, x, given, **settings)
+        whole = robustness.growing_radius_attack(mnist5k_cnn, x, given, compact=False, **settings)
+        return compacted, whole
+
+    (radius, level, logits), (whole_radius, whole_level, whole_logits) = both(tf.constant(images))
+    np.testing.assert_array_equal(level, whole_level)
+    # Radii agree to float32 rounding: the live batch's composition changes
+    # the order of some sums inside the convolutions.
+    np.testing.assert_allclose(radius, whole_radius, rtol=1e-5, atol=1e-7)
+    np.testing.assert_array_equal(logits, whole_logits)
+    level = level.numpy()
+    assert 0 < np.sum(level < 10) and len(set(level)) > 3  # flips at many different steps
+    if labels:
+        assert np.any(radius.numpy() == 0.0)  # misclassified from the start

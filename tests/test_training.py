@@ -14,6 +14,7 @@ import tensorflow as tf
 from aradals_tf import adaptive_smoothing
 from aradals_tf import backbones
 from aradals_tf import data
+from aradals_tf import first_order
 from aradals_tf import losses
 from aradals_tf import mixup
 from aradals_tf import smoothing
@@ -35,6 +36,7 @@ def _model(**kwargs):
 
 def _reference_bins(model, x, source):
     """Score bins from functions independent of the model's training step."""
+    from aradals_tf import first_order
     from aradals_tf import robustness
 
     logits = np.asarray(model.backbone(x, training=False), np.float64)
@@ -42,7 +44,7 @@ def _reference_bins(model, x, source):
     if source == "attack":
         radius, _ = robustness.adversarial_robustness(model.backbone, x, eps_max=0.3, steps=5)
     elif source == "first_order":
-        radius, _ = robustness.first_order_radius(model.backbone, x)
+        radius, _ = first_order.first_order_radius(model.backbone, x)
     return reference.score_bins(source, logits, None if radius is None else radius.numpy()), logits
 
 
@@ -251,13 +253,12 @@ def test_first_order_radius_exact_on_linear_model():
     model = keras.Model(inputs, dense(inputs))
     dense.set_weights([weights])
     x = rng.uniform(0.4, 0.6, size=(20, 6)).astype("float32")
-    from aradals_tf import robustness
 
-    radius, _ = robustness.first_order_radius(model, x)
+    radius, _ = first_order.first_order_radius(model, x)
     logits = x @ weights
     exact = np.abs(logits[:, 0] - logits[:, 1]) / np.abs(weights[:, 0] - weights[:, 1]).sum()
     np.testing.assert_allclose(radius, exact, rtol=1e-4)
-    levels = robustness.levels_from_radius([0.0, 0.05, 0.06, 0.3, 0.31, np.inf], 0.3, 5)
+    levels = first_order.levels_from_radius([0.0, 0.05, 0.06, 0.3, 0.31, np.inf], 0.3, 5)
     np.testing.assert_array_equal(levels, [0, 0, 0, 4, 5, 5])
 
 
