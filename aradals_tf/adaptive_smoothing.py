@@ -77,8 +77,9 @@ def stratum_statistics(model, validation_data, batch_size=500):
         `[R]` each.
     """
     score = _scoring_function(model)
-    training_mode = model.scores_in_training_mode
-    state = [v.numpy() for v in model.backbone.non_trainable_variables] if training_mode else []
+    # A training-mode pass moves BatchNorm statistics: keep them to put back.
+    moved = model.backbone.non_trainable_variables if model.scores_in_training_mode else []
+    state = [v.numpy() for v in moved]
     strata, confidence, correct = [], [], []
     try:
         for x, y in _batched(validation_data, batch_size):
@@ -90,7 +91,7 @@ def stratum_statistics(model, validation_data, batch_size=500):
                 tf.equal(tf.argmax(probs, axis=-1, output_type=tf.int32), losses.flat_labels(y))
             )
     finally:
-        for variable, value in zip(model.backbone.non_trainable_variables if state else [], state):
+        for variable, value in zip(moved, state):
             variable.assign(value)
     strata, confidence = tf.concat(strata, 0), tf.concat(confidence, 0)
     correct = tf.concat(correct, 0)

@@ -143,6 +143,7 @@ def growing_radius_attack(
     if compact:
         radius, level, final_margin = _compacted_steps(
             logits_and_gradient,
+            lambda inputs: model_logits(model, inputs),
             x,
             reference,
             gradient,
@@ -208,6 +209,7 @@ def _finish(radius, level, final_margin, clean_margin, already_wrong, eps_max, s
 
 def _compacted_steps(
     logits_and_gradient,
+    logits_only,
     x,
     reference,
     gradient,
@@ -249,7 +251,17 @@ def _compacted_steps(
         if clip_min is not None and clip_max is not None:
             adversarial = tf.clip_by_value(adversarial, clip_min, clip_max)
         adversarial = tf.stop_gradient(adversarial)
-        logits, _, gradient = logits_and_gradient(adversarial, live_reference)
+
+        def step_with_gradient():
+            logits, _, gradient = logits_and_gradient(adversarial, live_reference)
+            return logits, gradient
+
+        # The last step needs no gradient: a forward pass alone.
+        logits, gradient = tf.cond(
+            t < steps,
+            step_with_gradient,
+            lambda: (logits_only(adversarial), tf.zeros_like(adversarial)),
+        )
         margin = -margin_loss(live_reference, tf.cast(logits, tf.float32))
         flipped = tf.not_equal(tf.argmax(logits, axis=-1, output_type=tf.int32), live_reference)
         where = live[:, None]
@@ -281,17 +293,9 @@ def _compacted_steps(
     def condition(t, live, *_):
         return (t <= steps) & (tf.size(live) > 0)
 
-    unknown = tf.TensorShape([None])
-    shapes = (
-        tf.TensorShape([]),
-        unknown,
-        tf.TensorShape([None, *x.shape[1:]]),
-        tf.TensorShape([None, *x.shape[1:]]),
-        unknown,
-        unknown,
-        unknown,
-        unknown,
-    )
+    # The live set shrinks: every per-example loop variable has a free batch size.
+    inputs, vector = tf.TensorShape([None, *x.shape[1:]]), tf.TensorShape([None])
+    shapes = (tf.TensorShape([]), vector, inputs, inputs, *[vector] * 4)
     _, _, _, _, _, level, radius, final_margin = tf.while_loop(
         condition, body, state, shape_invariants=shapes
     )

@@ -339,18 +339,31 @@ class ARAdaLSModel(SoftTargetModel):
                 loss=self.attack_loss,
             )
             score = radius / (2.0 * self.eps_max)
-        elif self.strata_by == "first_order":
-            x = tf.cast(x, tf.float32)
-            with tf.GradientTape() as tape:
-                tape.watch(x)
-                logits = self.backbone(x, training=training)
-                margin = first_order.prediction_margin(logits)
-                total = tf.reduce_sum(margin)
-            score = self._score_from_pass(logits, tape.gradient(total, x), margin)
         else:
-            logits = self.backbone(x, training=training)
-            score = self._score_from_pass(logits)
-        return score_bins(score), tf.stop_gradient(logits)
+
+            def forward(inputs):
+                logits = self.backbone(inputs, training=training)
+                return [logits], logits
+
+            _, logits, score = self._forward_and_score(x, forward)
+        return score_bins(tf.stop_gradient(score)), tf.stop_gradient(logits)
+
+    def _forward_and_score(self, inputs, forward):
+        """Runs `forward(inputs) -> (member logits, logits)` and scores the batch
+        from that pass: free for margin and confidence, one backward pass to
+        the inputs for the first-order score. Returns `(member logits, logits,
+        normalised score)`."""
+        inputs = tf.cast(inputs, tf.float32)
+        if self.strata_by != "first_order":
+            member_logits, logits = forward(inputs)
+            return member_logits, logits, self._score_from_pass(tf.stop_gradient(logits))
+        with tf.GradientTape() as input_tape:
+            input_tape.watch(inputs)
+            member_logits, logits = forward(inputs)
+            margin = first_order.prediction_margin(logits)
+            total = tf.reduce_sum(margin)
+        gradient = input_tape.gradient(total, inputs)
+        return member_logits, logits, self._score_from_pass(logits, gradient, margin)
 
     def strata_of(self, bins):
         """Stratum of each score bin with the current thresholds."""
@@ -373,19 +386,8 @@ class ARAdaLSModel(SoftTargetModel):
     def forward_with_targets(self, inputs, targets, labels):
         if not self.scores_in_training_mode:
             return super().forward_with_targets(inputs, targets, labels)
-        # The score comes from the training forward pass: free for margin and
-        # confidence, one extra backward pass (to the inputs) for first-order.
-        inputs = tf.cast(inputs, tf.float32)
-        if self.strata_by == "first_order":
-            with tf.GradientTape() as input_tape:
-                input_tape.watch(inputs)
-                member_logits, logits = self.training_logits(inputs)
-                margin = first_order.prediction_margin(logits)
-                total = tf.reduce_sum(margin)
-            score = self._score_from_pass(logits, input_tape.gradient(total, inputs), margin)
-        else:
-            member_logits, logits = self.training_logits(inputs)
-            score = self._score_from_pass(tf.stop_gradient(logits))
+        # The score comes from the training forward pass itself.
+        member_logits, logits, score = self._forward_and_score(inputs, self.training_logits)
         bins = score_bins(tf.stop_gradient(score))
         return member_logits, logits, self.targets_of_bins(bins, labels)
 
