@@ -1,16 +1,12 @@
-"""The `aradals-tf` command line.
+"""The `aradals-tf` command line: `train`, `evaluate`, `robustness`, `compare`, `export`, `predict`.
 
-Commands: `train`, `evaluate`, `robustness`, `compare`, `export`, `predict`.
-Each one reads its arguments, makes one library call and prints the result.
-`train`'s options are `experiments.TrainConfig`'s fields and every choice
-list comes from the library (`experiments.config`, `choices`), so the CLI
-restates none of them. TensorFlow is imported only inside commands, so
-`--help` answers at once, and its C++ start-up logging is hidden unless
-`ARADALS_TF_DEBUG=1` or `TF_CPP_MIN_LOG_LEVEL` is set.
-
-Bad input (unknown names, missing or corrupt run directories, an existing
-`--out`) ends with a one-line `Error: ...` and exit status 1, never a
-traceback; `ARADALS_TF_DEBUG=1` shows the traceback anyway.
+Each command reads its arguments, makes one library call and prints the result.
+`train`'s options are `experiments.TrainConfig`'s fields and every choice list
+comes from the library, so the CLI restates none of them. TensorFlow is imported
+only inside commands (`--help` answers at once), its C++ start-up logging hidden
+unless `ARADALS_TF_DEBUG=1` or `TF_CPP_MIN_LOG_LEVEL` is set. Bad input ends with
+a one-line `Error: ...` and exit status 1, never a traceback (`ARADALS_TF_DEBUG=1`
+shows it anyway).
 """
 
 import dataclasses
@@ -174,6 +170,13 @@ def evaluate(run_dir, shifts, split, bins, plots_dir, each_shift):
     help="Loss each attack step ascends.",
 )
 @click.option(
+    "--candidates",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Margin attack: head for the nearest of this many largest other logits "
+    "(1: the runner-up; default 3, or 1 with --loss cross_entropy).",
+)
+@click.option(
     "--bins",
     type=click.IntRange(min=1),
     default=10,
@@ -187,7 +190,7 @@ def evaluate(run_dir, shifts, split, bins, plots_dir, each_shift):
     help="Write accuracy/confidence per bin as PNG.",
 )
 @quiet_tensorflow.needs_tensorflow
-def robustness(run_dir, split, shift, eps_max, steps, norm, loss, bins, plot):
+def robustness(run_dir, split, shift, eps_max, steps, norm, loss, candidates, bins, plot):
     """Measure each example's adversarial robustness (one growing-radius
     attack) and show calibration per robustness bin. Writes the table as
     JSON into the run directory."""
@@ -202,6 +205,7 @@ def robustness(run_dir, split, shift, eps_max, steps, norm, loss, bins, plot):
         num_bins=bins,
         norm=norm,
         loss=loss,
+        candidates=candidates,
         plot=plot,
         verbose=_keras_verbosity(),
     )

@@ -9,6 +9,7 @@ it (`strata_by="first_order"`).
 import numpy as np
 import tensorflow as tf
 
+from aradals_tf import attack
 from aradals_tf import robustness
 
 
@@ -32,7 +33,7 @@ def first_order_radius(model, x, *, norm="inf"):
     x = tf.stop_gradient(tf.cast(x, tf.float32))
     with tf.GradientTape() as tape:
         tape.watch(x)
-        logits = robustness.model_logits(model, x)
+        logits = attack.model_logits(model, x)
         margin = prediction_margin(logits)
         total = tf.reduce_sum(margin)
     return radius_from_margin(margin, tape.gradient(total, x), norm), logits
@@ -42,7 +43,7 @@ def prediction_margin(logits):
     """Per-example predicted logit minus the best other logit (>= 0), float32."""
     logits32 = tf.cast(logits, tf.float32)
     prediction = tf.argmax(logits32, axis=-1, output_type=tf.int32)
-    return -robustness.margin_loss(prediction, logits32)
+    return -attack.margin_loss(prediction, logits32)
 
 
 def radius_from_margin(margin, gradient, norm="inf"):
@@ -56,7 +57,7 @@ def radius_from_margin(margin, gradient, norm="inf"):
     Returns:
         float32 `[batch]` radius, without gradient.
     """
-    order = robustness.norm_order(norm)
+    order = attack.norm_order(norm)
     gradient = tf.reshape(tf.cast(gradient, tf.float32), [tf.shape(gradient)[0], -1])
     if order == np.inf:
         dual = tf.reduce_sum(tf.abs(gradient), axis=-1)
@@ -126,6 +127,8 @@ def fit_first_order_scale(
         clip_min=clip_min,
         clip_max=clip_max,
         loss=loss,
+        # The attack the estimate linearises: both follow the runner-up logit.
+        candidates=1,
     )
     attack_level = np.asarray(attack_level)
     radius, _ = first_order_radius(model, x, norm=norm)

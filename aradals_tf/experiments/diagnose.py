@@ -25,6 +25,7 @@ def robustness_run(
     num_bins=10,
     norm="inf",
     loss="margin",
+    candidates=None,
     plot=None,
     verbose=1,
 ):
@@ -39,6 +40,8 @@ def robustness_run(
         num_bins: equal-size robustness (and confidence) bins.
         norm: `"inf"` or `"2"`.
         loss: attack loss, `"margin"` or `"cross_entropy"`.
+        candidates: the margin's target choice (None: the scorer's default;
+            see `robustness.adversarial_robustness`).
         plot: optional PNG path for the accuracy/confidence-per-bin plot.
         verbose: Keras progress-bar verbosity.
 
@@ -51,6 +54,7 @@ def robustness_run(
     info = data.dataset_info(config.dataset)
     eps_max = info.eps_max if eps_max is None else eps_max
     robustness.check_attack_settings(eps_max, steps, norm)
+    candidates = robustness.check_candidates(candidates, loss)
     dataset = evaluate.shifted(build.split_dataset(config, split), shift)
     if verbose:
         print(
@@ -58,7 +62,14 @@ def robustness_run(
             f"eps_max {eps_max:g}, {steps} steps"
         )
     scores = robustness.score_dataset(
-        model, dataset, eps_max=eps_max, steps=steps, norm=norm, loss=loss, verbose=verbose
+        model,
+        dataset,
+        eps_max=eps_max,
+        steps=steps,
+        norm=norm,
+        loss=loss,
+        candidates=candidates,
+        verbose=verbose,
     )
     table = diagnostics.calibration_by_robustness(
         scores["label"], scores["logits"], scores["radius"], num_bins, from_logits=True
@@ -69,7 +80,13 @@ def robustness_run(
         "method": config.method,
         "split": split,
         "shift": shift,
-        "attack": {"eps_max": eps_max, "steps": steps, "norm": str(norm), "loss": loss},
+        "attack": {
+            "eps_max": eps_max,
+            "steps": steps,
+            "norm": str(norm),
+            "loss": loss,
+            "candidates": candidates,
+        },
         "count": int(len(scores["label"])),
         "never_flipped": float(np.mean(scores["level"] == steps)),
         "accuracy": float(np.mean(scores["prediction"] == scores["label"])),

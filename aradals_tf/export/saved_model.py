@@ -22,8 +22,8 @@ import numpy as np
 import tensorflow as tf
 
 from aradals_tf import atomic
+from aradals_tf import attack as attack_lib
 from aradals_tf import metrics
-from aradals_tf import robustness
 from aradals_tf import temperature as temperature_lib
 from aradals_tf.choices import CALIBRATIONS
 from aradals_tf.export import layout
@@ -209,14 +209,17 @@ def _robustness_settings(model, eps_max, attack_steps, norm):
     # ARAdaLSModel has one), else the package's pixel range [0, 1].
     clip_min = getattr(model, "clip_min", 0.0)
     clip_max = getattr(model, "clip_max", 1.0)
-    eps_max, attack_steps, order = robustness.check_attack_settings(
+    loss = getattr(model, "attack_loss", "margin")
+    eps_max, attack_steps, order = attack_lib.check_attack_settings(
         eps_max, attack_steps, norm, clip_min, clip_max
     )
     return {
         "eps_max": eps_max,
         "steps": attack_steps,
         "norm": "inf" if order == np.inf else "2",
-        "loss": getattr(model, "attack_loss", "margin"),
+        "loss": loss,
+        # The model's own target choice (an ARAdaLSModel has one), else the scorer's.
+        "candidates": attack_lib.check_candidates(getattr(model, "attack_candidates", None), loss),
         "clip_min": None if clip_min is None else float(clip_min),
         "clip_max": None if clip_max is None else float(clip_max),
     }
@@ -242,7 +245,7 @@ def build_export_archive(model, input_shape, temperature_layer, class_names, att
         temperature_layer: a built `TemperatureScaling` layer.
         class_names: list of K names, or None.
         attack: the robustness settings (`eps_max`, `steps`, `norm`, `loss`,
-            `clip_min`, `clip_max`).
+            `candidates`, `clip_min`, `clip_max`).
 
     Returns:
         The archive; `archive.write_out(path)` writes the SavedModel.
@@ -270,7 +273,7 @@ def build_export_archive(model, input_shape, temperature_layer, class_names, att
         return serve(tf.cast(images, tf.float32) / 255.0)
 
     def robustness_fn(images):
-        radius, level, clean_logits = robustness.growing_radius_attack(
+        radius, level, clean_logits = attack_lib.growing_radius_attack(
             model,
             images,
             eps_max=attack["eps_max"],
@@ -279,6 +282,7 @@ def build_export_archive(model, input_shape, temperature_layer, class_names, att
             clip_min=attack["clip_min"],
             clip_max=attack["clip_max"],
             loss=attack["loss"],
+            candidates=attack["candidates"],
         )
         flipped = level < attack["steps"]
         outputs = calibrated(clean_logits)
