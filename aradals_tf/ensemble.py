@@ -19,6 +19,7 @@ import copy
 import keras
 import tensorflow as tf
 
+from aradals_tf import soft_target
 from aradals_tf import training
 from aradals_tf.choices import ENSEMBLE_AVERAGES
 
@@ -99,7 +100,7 @@ def _has_output_shape(model):
 
 
 def _input_shape(model):
-    if isinstance(model, training.SoftTargetModel):
+    if isinstance(model, soft_target.SoftTargetModel):
         model = model.backbone
     if isinstance(model, LogitEnsemble):
         return _input_shape(model.members[0])

@@ -3,11 +3,11 @@
 import keras
 import tensorflow as tf
 
-from aradals_tf import training
+from aradals_tf import soft_target
 
 
 @keras.saving.register_keras_serializable(package="aradals_tf")
-class MixupModel(training.SoftTargetModel):
+class MixupModel(soft_target.SoftTargetModel):
     """Mixup baseline (Zhang et al. 2018; Thulasidasan et al. 2019 on calibration).
 
     Each batch is mixed with a shuffled copy of itself: `x = lam x_i + (1 -
@@ -29,7 +29,7 @@ class MixupModel(training.SoftTargetModel):
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed)
 
-    def soft_targets(self, x, labels):
+    def soft_targets(self, x, labels, index=None):
         lam = keras.random.beta((), self.alpha, self.alpha, seed=self.seed_generator)
         permutation = keras.random.shuffle(tf.range(tf.shape(labels)[0]), seed=self.seed_generator)
         onehot = tf.one_hot(labels, self.num_classes)

@@ -11,146 +11,25 @@ Their eps adapts with the `adaptive_smoothing.AdaptiveSmoothing` callback;
 the losses live in `losses`.
 """
 
-import copy
 import warnings
 
 import keras
 import numpy as np
 import tensorflow as tf
 
+from aradals_tf import attack
 from aradals_tf import first_order
-from aradals_tf import losses
-from aradals_tf import robustness
+from aradals_tf import score_cache as score_cache_lib
 from aradals_tf import smoothing
 from aradals_tf.choices import ATTACK_LOSSES
 from aradals_tf.choices import EPS_UPDATES
 from aradals_tf.choices import STRATA_SOURCES
+from aradals_tf.soft_target import SoftTargetModel
 
 # Bins of the fixed histogram of normalised scores in [0, 1) whose quantiles
 # are the stratum thresholds: fine enough that strata are of equal size to a
 # fraction of a percent of an epoch of a few thousand examples.
 SCORE_BINS = 2048
-
-
-class SoftTargetModel(keras.Model):
-    """Base of models that wrap a logits backbone and train on soft targets.
-
-    Subclasses implement `soft_targets(x, labels)`; `train_step` does the rest
-    (the keras-io custom `train_step` pattern for Keras 3): forward pass,
-    the model's own `SoftTargetCrossentropy` through `compute_loss` (so
-    regularisation losses and distribution scaling are Keras's), optimizer
-    step, compiled metrics updated on the hard labels. `call`, `evaluate` and
-    `predict` behave like the backbone's (logits; evaluation loss is the hard
-    label cross-entropy).
-
-    `compile()` takes no `loss`: the model owns its loss, so integer labels
-    work and Keras's symbolic build with raw labels does not fail.
-    """
-
-    def __init__(self, backbone, num_classes, **kwargs):
-        super().__init__(**kwargs)
-        if not isinstance(backbone, keras.Model):
-            raise ValueError(
-                f"backbone must be a keras.Model producing logits; got {type(backbone).__name__}."
-            )
-        if int(num_classes) < 2:
-            raise ValueError(f"num_classes must be >= 2; got {num_classes}.")
-        self.backbone = backbone
-        self.num_classes = int(num_classes)
-        # All variables exist once the backbone does (subclasses add theirs
-        # in __init__): mark the model built so that BackupAndRestore and
-        # weight loading work before the first batch.
-        self.built = backbone.built
-
-    def call(self, inputs, training=None):
-        return self.backbone(inputs, training=training)
-
-    def compile(self, optimizer="rmsprop", loss="auto", metrics=None, **kwargs):
-        if loss not in ("auto", None) and not isinstance(loss, losses.SoftTargetCrossentropy):
-            raise ValueError(
-                f"{type(self).__name__} trains with its own per-example soft-label "
-                f"cross-entropy; call compile() without `loss=` (got loss={loss!r})."
-            )
-        super().compile(
-            optimizer=optimizer, loss=losses.SoftTargetCrossentropy(), metrics=metrics, **kwargs
-        )
-
-    def compile_from_config(self, config):
-        # Keras skips compile() on load when it is overridden; ours accepts
-        # the saved config (its loss is SoftTargetCrossentropy), so call it.
-        config = keras.saving.deserialize_keras_object(config)
-        self.compile(**config)
-        if self.built:
-            self.optimizer.build(self.trainable_variables)
-
-    def training_logits(self, inputs):
-        """Forward pass of a training step: `([logits the loss fits], logits for metrics)`."""
-        logits = self(inputs, training=True)
-        return [logits], logits
-
-    def soft_targets(self, x, labels):
-        """Returns `(training inputs, [n, K] targets, labels for metrics)`.
-
-        Subclasses define their method here; the base trains on hard labels.
-        Targets may be None when `forward_with_targets` makes them.
-        """
-        return x, tf.one_hot(labels, self.num_classes), labels
-
-    def forward_with_targets(self, inputs, targets, labels):
-        """The training step's forward pass, inside its gradient tape.
-
-        Returns `(member logits, logits, targets)`. The base passes on the
-        targets of `soft_targets`; a model whose targets depend on this very
-        forward pass makes them here.
-        """
-        member_logits, logits = self.training_logits(inputs)
-        return member_logits, logits, targets
-
-    def train_step(self, data):
-        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        labels = losses.flat_labels(y)
-        inputs, targets, metric_labels = self.soft_targets(x, labels)
-        with tf.GradientTape() as tape:
-            member_logits, logits, targets = self.forward_with_targets(inputs, targets, labels)
-            # Each set of logits fits the targets; their losses are averaged
-            # (one set for a single model, one per member for an ensemble).
-            loss = tf.add_n(
-                [
-                    self.compute_loss(
-                        x=inputs, y=targets, y_pred=z, sample_weight=sample_weight, training=True
-                    )
-                    for z in member_logits
-                ]
-            ) / len(member_logits)
-            scaled_loss = self.optimizer.scale_loss(loss)
-        gradients = tape.gradient(scaled_loss, self.trainable_variables)
-        self.optimizer.apply(gradients, self.trainable_variables)
-        # compute_loss divided the loss by the replica count; undo for logs.
-        replicas = tf.distribute.get_strategy().num_replicas_in_sync
-        for metric in self.metrics:
-            if metric.name == "loss":
-                metric.update_state(loss * replicas, sample_weight=tf.shape(logits)[0])
-            else:
-                metric.update_state(metric_labels, logits, sample_weight=sample_weight)
-        return self.get_metrics_result()
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            {
-                "backbone": keras.saving.serialize_keras_object(self.backbone),
-                "num_classes": self.num_classes,
-            }
-        )
-        return config
-
-    @classmethod
-    def from_config(cls, config):
-        # Keras's deserialisation consumes the dict it is given: copy it, so
-        # that the caller's config stays intact.
-        config = copy.deepcopy(config)
-        config["backbone"] = keras.saving.deserialize_keras_object(config["backbone"])
-        return cls(**config)
 
 
 @keras.saving.register_keras_serializable(package="aradals_tf")
@@ -206,6 +85,15 @@ class ARAdaLSModel(SoftTargetModel):
         strata_by: the score that sorts examples into strata (above).
         attack_loss: `"margin"` or `"cross_entropy"` (see
             `robustness.adversarial_robustness`).
+        attack_candidates: the margin attack's target choice: 1 (default,
+            the runner-up logit, the cheapest) or k > 1 (the nearest of the
+            k largest other logits; see `robustness.adversarial_robustness`).
+        rescore_every: k, for `strata_by="attack"`: attack each training
+            example once every k epochs and take its stratum from its cached
+            score in between (1, the default: attack every example in every
+            epoch). k > 1 needs `train_size` and batches of `(x, y, index)`
+            (`aradals_tf.score_cache.index_examples`).
+        train_size: the number of training examples, with `rescore_every > 1`.
         clip_min: smallest valid input value.
         clip_max: largest valid input value.
         **kwargs: base `Model` arguments.
@@ -234,12 +122,15 @@ class ARAdaLSModel(SoftTargetModel):
         norm="inf",
         strata_by="attack",
         attack_loss="margin",
+        attack_candidates=1,
+        rescore_every=1,
+        train_size=None,
         clip_min=0.0,
         clip_max=1.0,
         **kwargs,
     ):
         super().__init__(backbone, num_classes, **kwargs)
-        eps_max, attack_steps, _ = robustness.check_attack_settings(
+        eps_max, attack_steps, _ = attack.check_attack_settings(
             eps_max, attack_steps, norm, clip_min, clip_max
         )
         if not 1 <= int(num_strata) <= SCORE_BINS:
@@ -267,6 +158,21 @@ class ARAdaLSModel(SoftTargetModel):
         self.norm = str(norm)
         self.strata_by = strata_by
         self.attack_loss = attack_loss
+        self.attack_candidates = attack.check_candidates(attack_candidates, attack_loss)
+        self.rescore_every, self.train_size = int(rescore_every), train_size
+        self.score_cache = None
+        if self.rescore_every != 1 or train_size is not None:
+            if strata_by != "attack":
+                raise ValueError(
+                    "rescore_every and train_size apply to strata_by='attack'; the "
+                    f"'{strata_by}' score comes free with each training step."
+                )
+            if train_size is None:
+                raise ValueError(
+                    "rescore_every > 1 caches a score per training example: pass "
+                    "train_size = the number of training examples."
+                )
+            self.score_cache = score_cache_lib.ScoreCache(train_size, self.rescore_every)
         self.clip_min = clip_min
         self.clip_max = clip_max
         # Before the first histogram: thresholds spread evenly over the bins.
@@ -284,12 +190,12 @@ class ARAdaLSModel(SoftTargetModel):
             trainable=False,
             name="stratum_thresholds",
         )
-        # Summed across replicas on update, so each replica's batch counts.
+        # Each replica's counts are summed into it (`add_across_replicas`).
         self.score_histogram = self.add_weight(
             shape=(SCORE_BINS,),
             initializer="zeros",
             trainable=False,
-            aggregation="sum",
+            aggregation="only_first_replica",
             name="score_histogram",
         )
 
@@ -328,7 +234,7 @@ class ARAdaLSModel(SoftTargetModel):
             the attack).
         """
         if self.strata_by == "attack":
-            radius, _, logits = robustness.growing_radius_attack(
+            radius, _, logits = attack.growing_radius_attack(
                 self.backbone,
                 x,
                 eps_max=self.eps_max,
@@ -337,6 +243,7 @@ class ARAdaLSModel(SoftTargetModel):
                 clip_min=self.clip_min,
                 clip_max=self.clip_max,
                 loss=self.attack_loss,
+                candidates=self.attack_candidates,
             )
             score = radius / (2.0 * self.eps_max)
         else:
@@ -371,16 +278,26 @@ class ARAdaLSModel(SoftTargetModel):
 
     def targets_of_bins(self, bins, labels):
         """Counts the batch's score bins and returns its per-example soft labels."""
-        self.score_histogram.assign_add(
-            tf.math.bincount(bins, minlength=SCORE_BINS, maxlength=SCORE_BINS, dtype=tf.float32)
+        score_cache_lib.add_across_replicas(
+            self.score_histogram,
+            tf.math.bincount(bins, minlength=SCORE_BINS, maxlength=SCORE_BINS, dtype=tf.float32),
         )
         eps = tf.gather(self.stratum_eps, self.strata_of(bins))
         return smoothing.soft_labels(labels, self.num_classes, eps)
 
-    def soft_targets(self, x, labels):
+    @property
+    def uses_example_index(self):
+        return self.score_cache is not None
+
+    def soft_targets(self, x, labels, index=None):
         if self.scores_in_training_mode:
             return x, None, labels  # made from the training forward pass
-        bins, _ = self.strata_scores(x, training=False)
+        if self.score_cache is None:
+            bins, _ = self.strata_scores(x, training=False)
+        else:  # attack only the examples due this epoch; the rest are cached
+            due = self.score_cache.due(index)
+            fresh, _ = self.strata_scores(tf.boolean_mask(x, due), training=False)
+            bins = self.score_cache.merge(index, due, fresh)
         return x, self.targets_of_bins(bins, labels), labels
 
     def forward_with_targets(self, inputs, targets, labels):
@@ -441,6 +358,9 @@ class ARAdaLSModel(SoftTargetModel):
                 "norm": self.norm,
                 "strata_by": self.strata_by,
                 "attack_loss": self.attack_loss,
+                "attack_candidates": self.attack_candidates,
+                "rescore_every": self.rescore_every,
+                "train_size": self.train_size,
                 "clip_min": self.clip_min,
                 "clip_max": self.clip_max,
             }
@@ -469,6 +389,8 @@ class StrataThresholds(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         _, counts = self.model.update_strata_thresholds()
+        if self.model.score_cache is not None:
+            self.model.score_cache.advance_epoch()
         if logs is not None:
             logs.update({f"stratum{r}_train_count": float(c) for r, c in enumerate(counts)})
 

@@ -57,6 +57,16 @@ def _ar_adals():
     return model
 
 
+def _ar_adals_with_score_cache():
+    model = training.ARAdaLSModel(
+        _mlp(4), 10, eps_max=0.3, num_strata=2, rescore_every=3, train_size=16
+    )
+    model(IMAGES[:1])
+    model.score_cache.bins.assign(np.arange(16, dtype="float32") * 5)
+    model.score_cache.epoch.assign(7)
+    return model
+
+
 def _joint_ensemble():
     model = ensemble.EnsembleARAdaLSModel([_mlp(1), _mlp(2)], 10, eps_max=0.3, num_strata=2)
     model(IMAGES[:1])
@@ -75,6 +85,8 @@ CASES = {
     "LogitEnsemble": (lambda: ensemble.LogitEnsemble([_mlp(1), _mlp(2)]), None),
     "EnsembleARAdaLSModel": (_joint_ensemble, None),
     "ARAdaLSModel": (_ar_adals, None),
+    # The cache is part of the model that owns it.
+    "ScoreCache": (_ar_adals_with_score_cache, None),
     "MixupModel": (lambda: mixup.MixupModel(_mlp(3), 10, alpha=0.4, seed=5), None),
     "SoftTargetCrossentropy": (losses.SoftTargetCrossentropy, lambda loss: loss(LABELS, LOGITS)),
     "SparseLabelSmoothingCrossentropy": (
@@ -105,11 +117,15 @@ def test_config_round_trip(name):
 
 
 def _state(model):
-    return {
+    state = {
         name: np.asarray(getattr(model, name))
         for name in ("stratum_eps", "stratum_thresholds")
         if hasattr(model, name)
     }
+    if getattr(model, "score_cache", None) is not None:
+        state["cache_bins"] = np.asarray(model.score_cache.bins)
+        state["cache_epoch"] = np.asarray(model.score_cache.epoch)
+    return state
 
 
 @pytest.mark.parametrize("name", sorted(CASES))

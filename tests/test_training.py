@@ -42,7 +42,9 @@ def _reference_bins(model, x, source):
     logits = np.asarray(model.backbone(x, training=False), np.float64)
     radius = None
     if source == "attack":
-        radius, _ = robustness.adversarial_robustness(model.backbone, x, eps_max=0.3, steps=5)
+        radius, _ = robustness.adversarial_robustness(
+            model.backbone, x, eps_max=0.3, steps=5, candidates=model.attack_candidates
+        )
     elif source == "first_order":
         radius, _ = first_order.first_order_radius(model.backbone, x)
     return reference.score_bins(source, logits, None if radius is None else radius.numpy()), logits
@@ -385,17 +387,19 @@ _MIRRORED = textwrap.dedent(
         strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
     else:
         strategy = tf.distribute.get_strategy()
-    from aradals_tf import adaptive_smoothing, backbones, data, training
+    from aradals_tf import adaptive_smoothing, backbones, data, score_cache, training
     x, y = data.load_arrays("digits", "train")
     xv, yv = data.load_arrays("digits", "validation")
     x, y = x[:512], y[:512]
+    cache = {"rescore_every": 2, "train_size": 512} if sys.argv[2] == "cache" else {}
     with strategy.scope():
         keras.utils.set_random_seed(0)
         model = training.ARAdaLSModel(backbones.mlp((8, 8, 1), 10), 10, eps_max=0.3,
-                                      attack_steps=5, num_strata=3, alpha=2.0)
+                                      attack_steps=5, num_strata=3, alpha=2.0, **cache)
         model.compile(optimizer=keras.optimizers.SGD(0.1), metrics=["accuracy"])
-    # One step on one batch (fit splits it over the replicas): the same
-    # update with 1 or 2 replicas, no doubled gradient, every example counted once.
+    # Two steps on two batches (fit splits each over the replicas): the same
+    # updates with 1 or 2 replicas, no doubled gradient, every example counted
+    # once (the second step adds to the first's counts).
     seen = {}
 
     class Capture(keras.callbacks.Callback):
@@ -403,8 +407,10 @@ _MIRRORED = textwrap.dedent(
             seen["histogram"] = self.model.score_histogram.numpy().tolist()
             seen["loss"] = float(logs["loss"])
 
-    dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(128).take(1)
-    model.fit(dataset, epochs=1, verbose=0, callbacks=[Capture()])
+    dataset = tf.data.Dataset.from_tensor_slices((x, y))
+    if cache:
+        dataset = score_cache.index_examples(dataset)
+    model.fit(dataset.batch(128).take(2), epochs=1, verbose=0, callbacks=[Capture()])
     histogram = seen["histogram"]
     weights = model.backbone.get_weights()[0]
     model.stratum_eps.assign([0.1, 0.1, 0.1])
@@ -418,18 +424,21 @@ _MIRRORED = textwrap.dedent(
                       "weights_sum": float(np.sum(weights)),
                       "weights_abs": float(np.sum(np.abs(weights))),
                       "eps": model.stratum_eps.numpy().tolist(),
+                      "cache": (model.score_cache.bins.numpy().tolist() if cache else None),
                       "thresholds": model.stratum_thresholds.numpy().tolist()}))
     """
 )
 
 
-def test_mirrored_strategy_matches_single_device():
+@pytest.mark.parametrize("cache", ["plain", "cache"])
+def test_mirrored_strategy_matches_single_device(cache):
+    """With a score cache, too: each replica stores its own examples' scores."""
     import json
 
     results = {}
     for mode in ("single", "mirrored"):
         completed = subprocess.run(
-            [sys.executable, "-c", _MIRRORED, mode],
+            [sys.executable, "-c", _MIRRORED, mode, cache],
             capture_output=True,
             text=True,
             timeout=600,
@@ -439,12 +448,16 @@ def test_mirrored_strategy_matches_single_device():
         results[mode] = json.loads(completed.stdout.strip().splitlines()[-1])
     single, mirrored = results["single"], results["mirrored"]
     assert mirrored["replicas"] == 2 and single["replicas"] == 1
-    assert mirrored["histogram"] == single["histogram"] and sum(single["histogram"]) == 128
+    assert mirrored["histogram"] == single["histogram"] and sum(single["histogram"]) == 256
     assert mirrored["loss"] == pytest.approx(single["loss"], rel=1e-5)
     assert mirrored["weights_sum"] == pytest.approx(single["weights_sum"], rel=1e-4)
     assert mirrored["weights_abs"] == pytest.approx(single["weights_abs"], rel=1e-5)
     np.testing.assert_allclose(mirrored["eps"], single["eps"], atol=1e-6)
     assert mirrored["thresholds"] == single["thresholds"]
+    if cache == "cache":
+        scored = np.asarray(single["cache"]) >= 0
+        assert scored.sum() == 256 and np.all(np.asarray(single["cache"])[~scored] == -1)
+        assert mirrored["cache"] == single["cache"]
 
 
 def test_trained_model_smooths_least_robust_strata_most():

@@ -10,6 +10,7 @@ from aradals_tf import ensemble
 from aradals_tf import losses
 from aradals_tf import metrics
 from aradals_tf import mixup
+from aradals_tf import score_cache
 from aradals_tf import training
 from aradals_tf.experiments.config import CORRUPTION_SEED
 from aradals_tf.experiments.config import EVAL_BATCH_SIZE
@@ -20,6 +21,18 @@ def split_dataset(config, split):
     return data.load_dataset(config.dataset, split, config.seed, data_dir=config.data_dir)
 
 
+def caches_scores(config):
+    """Whether a config's model keeps a score cache (batches then carry an index)."""
+    return config.method == "ar-adals" and config.rescore_every > 1
+
+
+def train_size(config):
+    """The number of training examples of a config's data."""
+    train = split_dataset(config, "train")
+    size = int(train.cardinality())
+    return size if size >= 0 else int(train.reduce(0, lambda count, _: count + 1))
+
+
 def training_datasets(config, shuffle_seed=None):
     """`(train, validation)`: the shuffled, batched training split and the
     batched validation split of a config's data.
@@ -27,10 +40,16 @@ def training_datasets(config, shuffle_seed=None):
     Args:
         config: a validated `TrainConfig`.
         shuffle_seed: seed of the shuffle (default: `config.seed`).
+
+    Returns:
+        Batched datasets of `(image, label)`; training batches are
+        `(image, label, index)` where the model caches scores.
     """
+    train = split_dataset(config, "train")
+    if caches_scores(config):  # indices before the shuffle: one per example
+        train = score_cache.index_examples(train)
     train = (
-        split_dataset(config, "train")
-        .cache()
+        train.cache()
         .shuffle(
             10_000,
             seed=config.seed if shuffle_seed is None else shuffle_seed,
@@ -87,6 +106,9 @@ def _ar_adals_settings(config):
         eps_update=config.eps_update,
         strata_by=config.strata_by,
         attack_loss=config.attack_loss,
+        attack_candidates=config.attack_candidates,
+        rescore_every=config.rescore_every,
+        train_size=train_size(config) if caches_scores(config) else None,
     )
 
 

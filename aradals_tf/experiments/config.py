@@ -88,6 +88,17 @@ class TrainConfig:
     attack_loss: str = _setting(
         "margin", "AR-AdaLS: loss each attack step ascends.", choices.ATTACK_LOSSES
     )
+    attack_candidates: int = _setting(
+        1,
+        "AR-AdaLS: the margin attack's target: 1 follows the runner-up logit "
+        "(cheapest); k > 1 heads for the nearest of the k largest other logits "
+        "(k - 1 extra backward passes per batch).",
+    )
+    rescore_every: int = _setting(
+        1,
+        "AR-AdaLS with --strata-by attack: attack each training example once every "
+        "k epochs and stratify it by its cached score in between (docs: training-cost study).",
+    )
     strategy: str = _setting("default", "tf.distribute strategy.", STRATEGIES)
     ensemble_size: int = _setting(
         1,
@@ -140,7 +151,15 @@ class TrainConfig:
             )
         if self.eps_max is None:
             self.eps_max = info.eps_max
-        for name in ("epochs", "batch_size", "num_strata", "attack_steps", "ensemble_size"):
+        for name in (
+            "epochs",
+            "batch_size",
+            "num_strata",
+            "attack_steps",
+            "attack_candidates",
+            "rescore_every",
+            "ensemble_size",
+        ):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1; got {getattr(self, name)}.")
         for name in ("learning_rate", "mixup_alpha", "eps_max"):
@@ -154,6 +173,13 @@ class TrainConfig:
         if not 0 <= self.eps_init <= self.eps_cap <= 1:
             raise ValueError(
                 f"Need 0 <= eps_init <= eps_cap <= 1; got {self.eps_init}, {self.eps_cap}."
+            )
+        if self.attack_candidates > 1 and self.attack_loss != "margin":
+            raise ValueError("attack_candidates > 1 needs attack_loss 'margin'.")
+        if self.rescore_every > 1 and self.strata_by != "attack":
+            raise ValueError(
+                f"rescore_every applies to strata_by 'attack'; the '{self.strata_by}' "
+                "score comes free with each training step."
             )
         return self
 
@@ -176,6 +202,8 @@ class TrainConfig:
                 "num_strata",
                 "eps_max",
                 "attack_steps",
+                "attack_candidates",
+                "rescore_every",
                 "strata_by",
                 "smoothing_data",
             ),
