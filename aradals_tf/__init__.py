@@ -39,6 +39,7 @@ _PUBLIC = {
     "fit_first_order_scale": "first_order",
     "calibration_by_robustness": "diagnostics",
     "ARAdaLSModel": "training",
+    "index_examples": "score_cache",
     "AdaptiveSmoothing": "adaptive_smoothing",
     "MixupModel": "mixup",
     "SparseLabelSmoothingCrossentropy": "losses",

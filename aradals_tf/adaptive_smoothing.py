@@ -57,15 +57,14 @@ def _scoring_function(model):
     return _SCORING_FUNCTIONS[model]
 
 
-def stratum_statistics(model, validation_data, batch_size=500):
-    """Per-stratum validation count, mean confidence, accuracy and the
-    standard error of `conf - acc`, of a model.
+def validation_pass(model, validation_data, batch_size=500):
+    """Scores and buckets validation data as the model does its training data.
 
     Each example is scored as the model scores its training examples (its
     `strata_by`, current weights, the same `training` flag: BatchNorm
     statistics that a training-mode pass moves are restored afterwards) and
-    bucketed with the current thresholds; confidence and accuracy are those
-    of the model in inference mode.
+    bucketed with the current thresholds; its logits are the model's in
+    inference mode.
 
     Args:
         model: an `ARAdaLSModel`.
@@ -73,33 +72,68 @@ def stratum_statistics(model, validation_data, batch_size=500):
         batch_size: batch size when `validation_data` is unbatched.
 
     Returns:
-        `(count, confidence, accuracy, gap_standard_error)`, float32 numpy
-        `[R]` each.
+        `(strata, logits, labels)`: int32 `[n]`, float32 `[n, K]`, int32 `[n]`.
     """
     score = _scoring_function(model)
     # A training-mode pass moves BatchNorm statistics: keep them to put back.
     moved = model.backbone.non_trainable_variables if model.scores_in_training_mode else []
     state = [v.numpy() for v in moved]
-    strata, confidence, correct = [], [], []
+    strata, all_logits, labels = [], [], []
     try:
         for x, y in _batched(validation_data, batch_size):
             bins, logits = score(x)
-            probs = tf.nn.softmax(tf.cast(logits, tf.float32))
             strata.append(model.strata_of(bins))
-            confidence.append(tf.reduce_max(probs, axis=-1))
-            correct.append(
-                tf.equal(tf.argmax(probs, axis=-1, output_type=tf.int32), losses.flat_labels(y))
-            )
+            all_logits.append(tf.cast(logits, tf.float32))
+            labels.append(losses.flat_labels(y))
     finally:
         for variable, value in zip(moved, state):
             variable.assign(value)
-    strata, confidence = tf.concat(strata, 0), tf.concat(confidence, 0)
-    correct = tf.concat(correct, 0)
+    return tf.concat(strata, 0), tf.concat(all_logits, 0), tf.concat(labels, 0)
+
+
+def stratum_statistics(model, validation_data, batch_size=500, passed=None):
+    """Per-stratum validation count, mean confidence, accuracy and the
+    standard error of `conf - acc`, of a model (see `validation_pass`).
+
+    Args:
+        model: an `ARAdaLSModel`.
+        validation_data: `(x, y)` arrays or a dataset of `(x, y)`.
+        batch_size: batch size when `validation_data` is unbatched.
+        passed: the `validation_pass` output, if already computed.
+
+    Returns:
+        `(count, confidence, accuracy, gap_standard_error)`, float32 numpy
+        `[R]` each.
+    """
+    strata, logits, labels = passed or validation_pass(model, validation_data, batch_size)
+    probs = tf.nn.softmax(logits)
+    confidence = tf.reduce_max(probs, axis=-1)
+    correct = tf.equal(tf.argmax(probs, axis=-1, output_type=tf.int32), labels)
     count, mean_confidence, accuracy = smoothing.stratum_calibration(
         strata, confidence, correct, model.num_strata
     )
     error = smoothing.stratum_gap_standard_error(strata, confidence, correct, model.num_strata)
     return count.numpy(), mean_confidence.numpy(), accuracy.numpy(), error.numpy()
+
+
+def _validation_logs(model, logits, labels):
+    """Keras's `val_*` logs from one pass's logits: the hard-label
+    cross-entropy as `val_loss` and every compiled metric, as `fit`'s own
+    validation pass would write them (the metrics are reset at each epoch's
+    start, so reusing them here leaves training's logs as they were)."""
+    loss = tf.reduce_mean(
+        tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
+    )
+    logs = {"val_loss": float(loss)}
+    for metric in model.metrics:
+        if metric.name == "loss":
+            continue
+        metric.reset_state()
+        metric.update_state(labels, logits)
+        result = metric.result()
+        for name, value in result.items() if isinstance(result, dict) else [(metric.name, result)]:
+            logs[f"val_{name}"] = float(value)
+    return logs
 
 
 class AdaptiveSmoothing(training.EpsUpdateCallback):
@@ -119,6 +153,10 @@ class AdaptiveSmoothing(training.EpsUpdateCallback):
         validation_data: `(x, y)` arrays or a `tf.data.Dataset` of `(x, y)`
             (batched or not); held out from training.
         batch_size: batch size for unbatched validation data.
+        validation_metrics: also write `val_loss` (hard-label cross-entropy)
+            and `val_<metric>` for every compiled metric from the same pass,
+            so that `fit` needs no `validation_data` of its own: one pass
+            over the validation split per epoch instead of two.
 
     Example:
 
@@ -129,16 +167,18 @@ class AdaptiveSmoothing(training.EpsUpdateCallback):
     ```
     """
 
-    def __init__(self, validation_data, batch_size=500):
+    def __init__(self, validation_data, batch_size=500, validation_metrics=False):
         super().__init__()
         self.validation_data = _batched(validation_data, batch_size)
+        self.validation_metrics = validation_metrics
         self.records = []
 
     def on_epoch_end(self, epoch, logs=None):
         model = self.model
         if not isinstance(model, training.ARAdaLSModel):
             raise ValueError("AdaptiveSmoothing needs an ARAdaLSModel.")
-        count, confidence, accuracy, error = stratum_statistics(model, self.validation_data)
+        passed = validation_pass(model, self.validation_data)
+        count, confidence, accuracy, error = stratum_statistics(model, None, passed=passed)
         eps = smoothing.update_eps(
             model.stratum_eps,
             confidence,
@@ -161,3 +201,5 @@ class AdaptiveSmoothing(training.EpsUpdateCallback):
         record["thresholds"] = [int(t) for t in np.asarray(model.stratum_thresholds)]
         if logs is not None:
             logs.update({k: v for k, v in record.items() if k.endswith(("_eps", "_conf", "_acc"))})
+            if self.validation_metrics:
+                logs.update(_validation_logs(model, passed[1], passed[2]))

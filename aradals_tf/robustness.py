@@ -82,6 +82,8 @@ def _check_range(x, clip_min, clip_max):
     x = np.asarray(x)
     if x.ndim < 2:
         raise ValueError(f"x must be a batch of inputs; got shape {x.shape}.")
+    if x.shape[0] == 0:
+        raise ValueError("x is an empty batch: nothing to attack.")
     if not np.all(np.isfinite(x)):
         raise ValueError("x contains NaN or inf.")
     if (clip_min is not None and x.min() < clip_min) or (

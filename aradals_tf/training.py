@@ -280,7 +280,8 @@ class ARAdaLSModel(SoftTargetModel):
         """Counts the batch's score bins and returns its per-example soft labels."""
         score_cache_lib.add_across_replicas(
             self.score_histogram,
-            tf.math.bincount(bins, minlength=SCORE_BINS, maxlength=SCORE_BINS, dtype=tf.float32),
+            # A segment sum rather than tf.math.bincount, which XLA does not compile.
+            tf.math.unsorted_segment_sum(tf.ones_like(bins, tf.float32), bins, SCORE_BINS),
         )
         eps = tf.gather(self.stratum_eps, self.strata_of(bins))
         return smoothing.soft_labels(labels, self.num_classes, eps)
@@ -289,6 +290,24 @@ class ARAdaLSModel(SoftTargetModel):
     def uses_example_index(self):
         return self.score_cache is not None
 
+    def compile(self, optimizer="rmsprop", loss="auto", metrics=None, jit_compile="auto", **kwargs):
+        """`SoftTargetModel.compile`; with the attack, never XLA.
+
+        The compacted attack's live batch shrinks at every step, a shape
+        that XLA cannot compile, so with `strata_by="attack"` Keras's
+        `jit_compile="auto"` (XLA on GPU) becomes False, and True is refused.
+        The forward-pass scores compile with XLA.
+        """
+        if self.strata_by == "attack":
+            if jit_compile is True:
+                raise ValueError(
+                    "strata_by='attack' cannot run under XLA (the attack steps only the "
+                    "examples not yet flipped, a shape that changes at every step): leave "
+                    "jit_compile at 'auto' or False, or sort strata by a forward-pass score."
+                )
+            jit_compile = False
+        super().compile(optimizer, loss, metrics, jit_compile=jit_compile, **kwargs)
+
     def soft_targets(self, x, labels, index=None):
         if self.scores_in_training_mode:
             return x, None, labels  # made from the training forward pass
@@ -296,7 +315,13 @@ class ARAdaLSModel(SoftTargetModel):
             bins, _ = self.strata_scores(x, training=False)
         else:  # attack only the examples due this epoch; the rest are cached
             due = self.score_cache.due(index)
-            fresh, _ = self.strata_scores(tf.boolean_mask(x, due), training=False)
+            due_inputs = tf.boolean_mask(x, due)
+            # A batch may have none due; TF's Conv2D fails on an empty batch.
+            fresh = tf.cond(
+                tf.shape(due_inputs)[0] > 0,
+                lambda: self.strata_scores(due_inputs, training=False)[0],
+                lambda: tf.zeros([0], tf.int32),
+            )
             bins = self.score_cache.merge(index, due, fresh)
         return x, self.targets_of_bins(bins, labels), labels
 

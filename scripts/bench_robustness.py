@@ -2,16 +2,23 @@
 """Benchmark: the growing-radius robustness scorer against a naive cleverhans sweep.
 
 Measures, in one run on the same model and batch (examples per second):
-  (a) the package's scorer: one growing-radius attack whose steps run only on the
+  (a) the package's scorer with the runner-up target (`candidates=1`, what
+      training uses): one growing-radius attack whose steps run only on the
       examples that have not flipped yet (at most T forward+backward passes);
-  (a0) the same attack stepping the whole batch T times (`compact=False`), the
-      scorer before compaction;
+  (a3) the scorer's default, the nearest of 3 target classes (2 extra
+      backward passes at the clean input);
+  (a0) attack (a) stepping the whole batch T times (`compact=False`), the
+      scorer before compaction; (a0x) the same compiled with XLA
+      (`jit_compile=True`; the compacted loop's shapes change with every
+      step, which XLA does not compile);
+  (e) the exported SavedModel's `robustness` signature, compacted, against
+      (e0) the same signature exported with the whole-batch loop;
   (b) the naive sweep a user would write with cleverhans alone:
       `projected_gradient_descent` at each of the T radii, T steps each, plus a
       forward pass per radius to see whether the prediction flipped
       (each radius's attack wrapped in one tf.function, as cleverhans advises);
   (c) the floor: T forward+backward passes of the same batch.
-Prints the ratios a/b, a/c and a0/a, and how often (a) and (b) agree on the level.
+Prints the ratios a/b, a/c, a0/a, a0x/a and e0/e, and how often (a) and (b) agree on the level.
 
 Usage: python scripts/bench_robustness.py [--epochs 5] [--examples 1000] [--steps 10] [--repeats 5]
 Only ratios measured in one run mean anything on a shared machine.
@@ -19,6 +26,7 @@ Only ratios measured in one run mean anything on a shared machine.
 
 import argparse
 import os
+import tempfile
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -31,6 +39,8 @@ from cleverhans.tf2.attacks.projected_gradient_descent import projected_gradient
 from aradals_tf import backbones  # noqa: E402
 from aradals_tf import data  # noqa: E402
 from aradals_tf import robustness  # noqa: E402
+from aradals_tf import temperature  # noqa: E402
+from aradals_tf.export import saved_model  # noqa: E402
 
 
 def naive_sweep_levels(model, images, eps_max, steps, batch_size, loss_fn):
@@ -123,46 +133,77 @@ def main():
         f"best of {args.repeats}; {os.cpu_count()} CPU cores"
     )
 
-    def scorer():
-        levels = []
-        for start in range(0, len(images), args.batch_size):
-            _, level = robustness.adversarial_robustness(
-                model,
-                images[start : start + args.batch_size],
-                eps_max=args.eps_max,
-                steps=args.steps,
-            )
-            levels.append(level.numpy())
-        return np.concatenate(levels)
+    def batches():
+        return [images[i : i + args.batch_size] for i in range(0, len(images), args.batch_size)]
 
-    @tf.function(reduce_retracing=True)
-    def whole_batch_attack(x):
+    def scorer(candidates=1):
+        return np.concatenate(
+            [
+                robustness.adversarial_robustness(
+                    model, x, eps_max=args.eps_max, steps=args.steps, candidates=candidates
+                )[1].numpy()
+                for x in batches()
+            ]
+        )
+
+    def whole_batch(x):
         return robustness.growing_radius_attack(
             model, x, eps_max=args.eps_max, steps=args.steps, compact=False
         )[1]
 
-    def uncompacted_scorer():
+    whole_batch_attack = tf.function(whole_batch, reduce_retracing=True)
+    whole_batch_xla = tf.function(whole_batch, jit_compile=True, reduce_retracing=True)
+
+    def uncompacted_scorer(function=whole_batch_attack):
+        return np.concatenate([function(tf.constant(x)).numpy() for x in batches()])
+
+    settings = {
+        "eps_max": args.eps_max,
+        "steps": args.steps,
+        "norm": "inf",
+        "loss": "margin",
+        "candidates": 1,
+        "clip_min": 0.0,
+        "clip_max": 1.0,
+    }
+    signatures = {}
+    for name, compact in (("compacted", True), ("whole-batch", False)):
+        path = os.path.join(tempfile.mkdtemp(), name)
+        layer = temperature.TemperatureScaling(1.0)
+        layer.build((None, 10))
+        archive = saved_model.build_export_archive(
+            model, images.shape[1:], layer, None, {**settings, "compact": compact}
+        )
+        archive.write_out(path, verbose=False)
+        signatures[name] = tf.saved_model.load(path).signatures["robustness"]
+
+    def exported(name):
         return np.concatenate(
-            [
-                whole_batch_attack(tf.constant(images[start : start + args.batch_size])).numpy()
-                for start in range(0, len(images), args.batch_size)
-            ]
+            [signatures[name](images=tf.constant(x))["level"].numpy() for x in batches()]
         )
 
     margin = lambda labels, logits: robustness.margin_loss(tf.cast(labels, tf.int32), logits)  # noqa: E731
-    # (a), (a0) and (c) alternate, so a load change on a shared machine hits all.
-    scorer()
-    uncompacted_scorer()
-    floor_passes(model, images, args.steps, args.batch_size)
-    scorer_times, whole_times, floor_times = [], [], []
+    # The measurements alternate, so a load change on a shared machine hits all.
+    measured = {
+        "a": scorer,
+        "a3": lambda: scorer(candidates=3),
+        "a0": uncompacted_scorer,
+        "a0x": lambda: uncompacted_scorer(whole_batch_xla),
+        "e": lambda: exported("compacted"),
+        "e0": lambda: exported("whole-batch"),
+        "c": lambda: floor_passes(model, images, args.steps, args.batch_size),
+    }
+    for function in measured.values():
+        function()  # tracing and compilation
+    times = {key: [] for key in measured}
+    outputs = {}
     for _ in range(args.repeats):
-        t_a, levels = timed_once(scorer)
-        t_a0, whole_levels = timed_once(uncompacted_scorer)
-        t_c, _ = timed_once(lambda: floor_passes(model, images, args.steps, args.batch_size))
-        scorer_times.append(t_a)
-        whole_times.append(t_a0)
-        floor_times.append(t_c)
-    t_scorer, t_whole, t_floor = min(scorer_times), min(whole_times), min(floor_times)
+        for key, function in measured.items():
+            seconds, outputs[key] = timed_once(function)
+            times[key].append(seconds)
+    best = {key: min(values) for key, values in times.items()}
+    t_scorer, t_whole, t_floor = best["a"], best["a0"], best["c"]
+    levels, whole_levels = outputs["a"], outputs["a0"]
     t_naive, naive = timed(
         lambda: naive_sweep_levels(
             model, images, args.eps_max, args.steps, args.batch_size, margin
@@ -172,16 +213,27 @@ def main():
     n = len(images)
     rate = lambda seconds: n / seconds  # noqa: E731
     print(f"(a) growing-radius scorer : {rate(t_scorer):8.1f} examples/s")
+    print(f"(a3) nearest of 3 targets : {rate(best['a3']):8.1f} examples/s")
     print(f"(a0) whole-batch steps    : {rate(t_whole):8.1f} examples/s")
+    print(f"(a0x) whole-batch, XLA    : {rate(best['a0x']):8.1f} examples/s")
+    print(f"(e) export signature      : {rate(best['e']):8.1f} examples/s")
+    print(f"(e0) export, whole-batch  : {rate(best['e0']):8.1f} examples/s")
     print(f"(b) naive cleverhans sweep: {rate(t_naive):8.1f} examples/s")
     print(f"(c) floor, T fwd+bwd      : {rate(t_floor):8.1f} examples/s")
     print(
         f"speed-up a/b = {t_naive / t_scorer:.2f}x   "
-        f"cost a/c = {t_scorer / t_floor:.2f}x of the floor"
+        f"cost a/c = {t_scorer / t_floor:.2f}x of the floor   "
+        f"nearest target a3/a = {best['a3'] / t_scorer:.2f}x the time"
     )
     print(
         f"compaction: a0/a = {t_whole / t_scorer:.2f}x the throughput; levels identical: "
         f"{bool(np.all(levels == whole_levels))}; mean level {np.mean(levels):.2f} of {args.steps}"
+    )
+    print(
+        f"XLA: a0x/a = {best['a0x'] / t_scorer:.2f}x the time of the compacted scorer, "
+        f"a0/a0x = {t_whole / best['a0x']:.2f}x from XLA on the whole-batch loop; "
+        f"export: e0/e = {best['e0'] / best['e']:.2f}x the throughput, levels identical: "
+        f"{bool(np.all(outputs['e'] == outputs['e0']) and np.all(outputs['e'] == levels))}"
     )
     within = np.mean(np.abs(levels - naive) <= 1)
     print(

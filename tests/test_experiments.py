@@ -125,13 +125,13 @@ def test_shift_aware_smoothing_updates_on_clean_plus_held_out_data(tmp_path, mon
     from aradals_tf import adaptive_smoothing
 
     seen = []
-    real = adaptive_smoothing.stratum_statistics
+    real = adaptive_smoothing.validation_pass
 
-    def spy(model, dataset):
+    def spy(model, dataset, batch_size=500):
         seen.append(sum(int(batch[1].shape[0]) for batch in dataset))
-        return real(model, dataset)
+        return real(model, dataset, batch_size)
 
-    monkeypatch.setattr(adaptive_smoothing, "stratum_statistics", spy)
+    monkeypatch.setattr(adaptive_smoothing, "validation_pass", spy)
     config = experiments.TrainConfig(
         dataset="digits",
         method="ar-adals",

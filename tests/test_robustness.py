@@ -364,6 +364,8 @@ def test_bad_inputs_and_models(mnist5k_cnn, test_images):
         robustness.adversarial_robustness(mnist5k_cnn, images * 255, eps_max=0.3)
     with pytest.raises(ValueError, match="outside"):
         robustness.adversarial_robustness(mnist5k_cnn, images - 0.5, eps_max=0.3)
+    with pytest.raises(ValueError, match="empty"):
+        robustness.adversarial_robustness(mnist5k_cnn, images[:0], eps_max=0.3)
     flat = keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Conv2D(2, 3)])
     with pytest.raises(ValueError, match="logits of shape"):
         robustness.adversarial_robustness(flat, images, eps_max=0.3)

@@ -509,3 +509,56 @@ def test_training_strata_hold_equal_shares_at_every_epoch_end():
         counts = np.array([history.history[f"stratum{r}_train_count"][epoch] for r in range(10)])
         assert counts.sum() == n
         assert np.all((counts >= 0.8 * n / 10) & (counts <= 1.2 * n / 10)), (epoch, counts)
+
+
+def test_adaptive_smoothing_gives_fits_validation_logs_from_its_own_pass(digits):
+    """One pass over the validation split: the callback's val_* logs equal
+    the ones fit's own validation pass writes for the same weights."""
+    from aradals_tf import metrics as metrics_lib
+
+    x, y = digits["train"]
+    validation = digits["validation"]
+    keras.utils.set_random_seed(0)
+    model = _model()
+    model.compile(
+        optimizer="adam",
+        metrics=["accuracy", metrics_lib.ExpectedCalibrationError(from_logits=True)],
+    )
+    adaptive = adaptive_smoothing.AdaptiveSmoothing(validation, validation_metrics=True)
+    seen = {}
+
+    class Capture(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            seen.update(logs)
+
+    model.fit(x, y, batch_size=128, epochs=1, verbose=0, callbacks=[adaptive, Capture()])
+    # The reference: Keras's own evaluation of the same weights.
+    expected = model.evaluate(*validation, batch_size=500, verbose=0, return_dict=True)
+    for name in ("loss", "accuracy", "ece"):
+        assert seen[f"val_{name}"] == pytest.approx(expected[name], rel=1e-5, abs=1e-6), name
+    assert seen["accuracy"] != seen["val_accuracy"]  # training's logs kept their own values
+
+
+@pytest.mark.parametrize("source", ["attack", "margin", "first_order"])
+def test_xla(digits, source):
+    """The compacted attack has data-dependent shapes: never under XLA (Keras's
+    'auto' would pick XLA on a GPU); the forward-pass scores train with XLA
+    and give the same step as without XLA."""
+    x, y = digits["train"][0][:128], digits["train"][1][:128]
+    model = _model(strata_by=source)
+    if source == "attack":
+        model.compile(optimizer="adam")
+        assert model.jit_compile is False
+        with pytest.raises(ValueError, match="XLA"):
+            model.compile(optimizer="adam", jit_compile=True)
+        return
+    results = []
+    for jit in (False, True):
+        model = _model(strata_by=source)
+        model.stratum_eps.assign([0.3, 0.1, 0.0])
+        model.compile(optimizer=keras.optimizers.SGD(0.1), jit_compile=jit)
+        with pytest.warns(UserWarning, match="AdaptiveSmoothing"):
+            model.fit(x, y, batch_size=128, epochs=1, verbose=0)
+        results.append(model.backbone.get_weights()[0])
+    assert not np.allclose(results[0], _model(strata_by=source).backbone.get_weights()[0])
+    np.testing.assert_allclose(results[0], results[1], rtol=1e-4, atol=1e-5)

@@ -32,12 +32,19 @@ def _fit(config, model, train, validation, backup, verbose, extra_callbacks):
     """One Keras fit with resume support; returns `(history, eps records)`."""
     callbacks = [keras.callbacks.BackupAndRestore(backup), *extra_callbacks]
     adaptive = None
+    validation_data = validation
     if config.method == "ar-adals":
-        adaptive = adaptive_smoothing.AdaptiveSmoothing(build.smoothing_dataset(config, validation))
+        # Smoothing on the validation split itself: its pass also gives fit's
+        # val_* logs, so the split is passed over once per epoch, not twice.
+        one_pass = config.smoothing_data == "clean"
+        adaptive = adaptive_smoothing.AdaptiveSmoothing(
+            build.smoothing_dataset(config, validation), validation_metrics=one_pass
+        )
         callbacks.insert(0, adaptive)
+        validation_data = None if one_pass else validation
     history = model.fit(
         train,
-        validation_data=validation,
+        validation_data=validation_data,
         epochs=config.epochs,
         callbacks=callbacks,
         shuffle=False,  # the dataset shuffles itself, seeded

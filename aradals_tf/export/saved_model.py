@@ -283,6 +283,8 @@ def build_export_archive(model, input_shape, temperature_layer, class_names, att
             clip_max=attack["clip_max"],
             loss=attack["loss"],
             candidates=attack["candidates"],
+            # False only to measure the whole-batch loop (scripts/bench_robustness.py).
+            compact=attack.get("compact", True),
         )
         flipped = level < attack["steps"]
         outputs = calibrated(clean_logits)
