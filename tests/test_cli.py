@@ -202,6 +202,7 @@ def test_console_script_help_for_every_command():
 
 def test_cli_options_come_from_the_library():
     import dataclasses
+    import types
 
     from aradals_tf import choices
 
@@ -209,18 +210,24 @@ def test_cli_options_come_from_the_library():
         (param,) = [p for p in command.params if p.name == name]
         return param
 
+    commands = types.SimpleNamespace(**cli.cli.commands)
     fields = dataclasses.fields(experiments.TrainConfig)
-    assert {p.name for p in cli.train.params} == {f.name for f in fields} | {"out", "overwrite"}
+    assert {p.name for p in commands.train.params} == {f.name for f in fields} | {
+        "out",
+        "overwrite",
+    }
     for field in fields:
-        param = option(cli.train, field.name)
+        param = option(commands.train, field.name)
         assert param.default == field.default and param.help == field.metadata["help"]
         if field.metadata["choices"]:
             assert tuple(param.type.choices) == field.metadata["choices"]
-    assert tuple(option(cli.train, "method").type.choices) == experiments.METHODS
-    assert tuple(option(cli.train, "eps_update").type.choices) == choices.EPS_UPDATES
-    assert tuple(option(cli.compare, "select_on").type.choices) == experiments.SELECTION_CRITERIA
-    assert tuple(option(cli.robustness, "loss").type.choices) == choices.ATTACK_LOSSES
-    assert tuple(option(cli.export, "calibration").type.choices) == choices.CALIBRATIONS
+    assert tuple(option(commands.train, "method").type.choices) == experiments.METHODS
+    assert tuple(option(commands.train, "eps_update").type.choices) == choices.EPS_UPDATES
+    assert (
+        tuple(option(commands.compare, "select_on").type.choices) == experiments.SELECTION_CRITERIA
+    )
+    assert tuple(option(commands.robustness, "loss").type.choices) == choices.ATTACK_LOSSES
+    assert tuple(option(commands.export, "calibration").type.choices) == choices.CALIBRATIONS
 
 
 def test_help_texts_hold_no_measured_figures():
