@@ -53,35 +53,77 @@ def _scoring_function(model):
                 logits = model_ref().backbone(x, training=False)
             return bins, logits
 
-        _SCORING_FUNCTIONS[model] = score
+        @tf.function(reduce_retracing=True)
+        def inference_logits(x):
+            return model_ref().backbone(x, training=False)
+
+        _SCORING_FUNCTIONS[model] = score, inference_logits
     return _SCORING_FUNCTIONS[model]
 
 
-def validation_pass(model, validation_data, batch_size=500):
+class ValidationScores:
+    """Cached score bins of validation examples, named by their position in
+    the (fixed-order) validation data, re-scored every `rescore_every` epochs:
+    example `i` in the epochs `e` with `(i + e) % k == 0` and whenever it has
+    no score yet, as `score_cache.ScoreCache` does for training examples."""
+
+    def __init__(self, rescore_every):
+        self.rescore_every = int(rescore_every)
+        self.bins = np.zeros(0, np.int32)
+        self.scored = np.zeros(0, bool)
+        self.epoch = 0
+
+    def due(self, positions):
+        if positions[-1] >= len(self.bins):  # first sight of these examples
+            grow = positions[-1] + 1 - len(self.bins)
+            self.bins = np.concatenate([self.bins, np.zeros(grow, np.int32)])
+            self.scored = np.concatenate([self.scored, np.zeros(grow, bool)])
+        return ((positions + self.epoch) % self.rescore_every == 0) | ~self.scored[positions]
+
+    def merge(self, positions, due, fresh):
+        self.bins[positions[due]] = fresh
+        self.scored[positions[due]] = True
+        return self.bins[positions]
+
+
+def validation_pass(model, validation_data, batch_size=500, cache=None):
     """Scores and buckets validation data as the model does its training data.
 
     Each example is scored as the model scores its training examples (its
     `strata_by`, current weights, the same `training` flag: BatchNorm
     statistics that a training-mode pass moves are restored afterwards) and
     bucketed with the current thresholds; its logits are the model's in
-    inference mode.
+    inference mode. With a `ValidationScores` cache only the examples due
+    this epoch are scored; the others keep their cached scores (their logits
+    are always this epoch's).
 
     Args:
         model: an `ARAdaLSModel`.
         validation_data: `(x, y)` arrays or a dataset of `(x, y)`.
         batch_size: batch size when `validation_data` is unbatched.
+        cache: optional `ValidationScores`; the data must then come in the
+            same order every epoch.
 
     Returns:
         `(strata, logits, labels)`: int32 `[n]`, float32 `[n, K]`, int32 `[n]`.
     """
-    score = _scoring_function(model)
+    score, inference_logits = _scoring_function(model)
     # A training-mode pass moves BatchNorm statistics: keep them to put back.
     moved = model.backbone.non_trainable_variables if model.scores_in_training_mode else []
     state = [v.numpy() for v in moved]
     strata, all_logits, labels = [], [], []
+    start = 0
     try:
         for x, y in _batched(validation_data, batch_size):
-            bins, logits = score(x)
+            if cache is None:
+                bins, logits = score(x)
+            else:
+                positions = np.arange(start, start + int(tf.shape(x)[0]))
+                start = positions[-1] + 1
+                due = cache.due(positions)
+                fresh = score(tf.boolean_mask(x, due))[0].numpy() if due.any() else []
+                bins = cache.merge(positions, due, fresh)
+                logits = inference_logits(x)
             strata.append(model.strata_of(bins))
             all_logits.append(tf.cast(logits, tf.float32))
             labels.append(losses.flat_labels(y))
@@ -153,6 +195,11 @@ class AdaptiveSmoothing(training.EpsUpdateCallback):
         validation_data: `(x, y)` arrays or a `tf.data.Dataset` of `(x, y)`
             (batched or not); held out from training.
         batch_size: batch size for unbatched validation data.
+        rescore_every: k: re-score each validation example's robustness once
+            every k epochs (cached in between; confidence and accuracy are
+            always this epoch's), as `ARAdaLSModel(rescore_every=k)` does for
+            training examples. k > 1 needs validation data in the same order
+            every epoch (arrays, or a dataset without reshuffling).
         validation_metrics: also write `val_loss` (hard-label cross-entropy)
             and `val_<metric>` for every compiled metric from the same pass,
             so that `fit` needs no `validation_data` of its own: one pass
@@ -167,9 +214,14 @@ class AdaptiveSmoothing(training.EpsUpdateCallback):
     ```
     """
 
-    def __init__(self, validation_data, batch_size=500, validation_metrics=False):
+    def __init__(self, validation_data, batch_size=500, rescore_every=1, validation_metrics=False):
         super().__init__()
         self.validation_data = _batched(validation_data, batch_size)
+        if isinstance(rescore_every, bool) or int(rescore_every) != rescore_every:
+            raise ValueError(f"rescore_every must be an integer >= 1; got {rescore_every!r}.")
+        if int(rescore_every) < 1:
+            raise ValueError(f"rescore_every must be an integer >= 1; got {rescore_every!r}.")
+        self.cache = ValidationScores(rescore_every) if int(rescore_every) > 1 else None
         self.validation_metrics = validation_metrics
         self.records = []
 
@@ -177,7 +229,9 @@ class AdaptiveSmoothing(training.EpsUpdateCallback):
         model = self.model
         if not isinstance(model, training.ARAdaLSModel):
             raise ValueError("AdaptiveSmoothing needs an ARAdaLSModel.")
-        passed = validation_pass(model, self.validation_data)
+        if self.cache is not None:
+            self.cache.epoch = epoch
+        passed = validation_pass(model, self.validation_data, cache=self.cache)
         count, confidence, accuracy, error = stratum_statistics(model, None, passed=passed)
         eps = smoothing.update_eps(
             model.stratum_eps,

@@ -243,26 +243,78 @@ def _embedded_arrays(name):
     return images.astype(np.float32), labels.astype(np.int32)
 
 
-@functools.lru_cache(maxsize=16)
-def _embedded_split_indices(name, seed, validation_fraction, test_fraction):
-    """Stratified, seeded indices of the three splits of an embedded set."""
+def check_fold(fold, folds):
+    """Raises ValueError unless `fold` is None or an int in `0..folds-1`, folds >= 2."""
+    if fold is None:
+        return
+    if isinstance(folds, bool) or int(folds) != folds or int(folds) < 2:
+        raise ValueError(f"folds must be an integer >= 2; got {folds!r}.")
+    if isinstance(fold, bool) or int(fold) != fold or not 0 <= int(fold) < int(folds):
+        raise ValueError(f"fold must be an integer in [0, {int(folds) - 1}]; got {fold!r}.")
+
+
+@functools.lru_cache(maxsize=64)
+def _embedded_split_indices(name, seed, validation_fraction, test_fraction, fold, folds):
+    """Stratified, seeded indices of the three splits of an embedded set.
+
+    With `fold` set, the test split is that fold of a stratified `folds`-way
+    partition (seeded, so the folds of one seed partition the set) and
+    `test_fraction` is not used; validation is carved out of the rest.
+    """
+    from sklearn.model_selection import StratifiedKFold
     from sklearn.model_selection import train_test_split
 
     _, labels = _embedded_arrays(name)
     indices = np.arange(len(labels))
-    rest, test = train_test_split(
-        indices,
-        test_size=test_fraction,
-        stratify=labels,
-        random_state=seed,
-    )
+    if fold is None:
+        rest, test = train_test_split(
+            indices, test_size=test_fraction, stratify=labels, random_state=seed
+        )
+    else:
+        partition = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+        rest, test = list(partition.split(indices, labels))[fold]
     train, validation = train_test_split(
         rest,
-        test_size=validation_fraction / (1 - test_fraction),
+        test_size=validation_fraction * len(labels) / len(rest),
         stratify=labels[rest],
         random_state=seed,
     )
     return {"train": train, "validation": validation, "test": test}
+
+
+def split_indices(
+    name,
+    split,
+    seed=0,
+    *,
+    validation_fraction=DEFAULT_VALIDATION_FRACTION,
+    test_fraction=DEFAULT_TEST_FRACTION,
+    fold=None,
+    folds=5,
+):
+    """Which examples of an embedded set a split holds, in its order.
+
+    The ids of the examples that `load_arrays` / `load_dataset` return for
+    the same arguments: positions in the whole embedded set, so that runs
+    over different splits (seeds, folds) can be matched example by example.
+
+    Returns:
+        int64 `[n]`.
+    """
+    info = dataset_info(name)
+    if info.source != "embedded":
+        raise ValueError(f"split_indices serves the embedded sets; got {name!r}.")
+    _check_split(info, split)
+    _check_fractions(validation_fraction, test_fraction)
+    check_fold(fold, folds)
+    return _embedded_split_indices(
+        info.name,
+        int(seed),
+        float(validation_fraction),
+        float(test_fraction),
+        None if fold is None else int(fold),
+        int(folds),
+    )[split]
 
 
 def load_arrays(
@@ -272,6 +324,8 @@ def load_arrays(
     *,
     validation_fraction=DEFAULT_VALIDATION_FRACTION,
     test_fraction=DEFAULT_TEST_FRACTION,
+    fold=None,
+    folds=5,
 ):
     """Loads one split of an embedded dataset as numpy arrays.
 
@@ -281,6 +335,11 @@ def load_arrays(
         seed: seed of the stratified split.
         validation_fraction: fraction of all images in the validation split.
         test_fraction: fraction of all images in the test split.
+        fold: for cross-fitting, the fold `0..folds-1` that is the test
+            split: the `folds` test splits of one seed partition the set, so
+            every example is tested exactly once over the folds (validation
+            and training come from the other folds; `test_fraction` unused).
+        folds: the number of folds, with `fold`.
 
     Returns:
         `(images, labels)`: float32 `[n, h, w, c]` in [0, 1], int32 `[n]`.
@@ -297,12 +356,16 @@ def load_arrays(
             f"load_arrays serves the embedded sets (mnist5k, digits); "
             f"use load_dataset({name!r}) for tfds data."
         )
-    _check_split(info, split)
-    _check_fractions(validation_fraction, test_fraction)
     images, labels = _embedded_arrays(info.name)
-    indices = _embedded_split_indices(
-        info.name, int(seed), float(validation_fraction), float(test_fraction)
-    )[split]
+    indices = split_indices(
+        name,
+        split,
+        seed,
+        validation_fraction=validation_fraction,
+        test_fraction=test_fraction,
+        fold=fold,
+        folds=folds,
+    )
     return images[indices], labels[indices]
 
 
@@ -364,6 +427,8 @@ def load_dataset(
     download=False,
     validation_fraction=DEFAULT_VALIDATION_FRACTION,
     test_fraction=DEFAULT_TEST_FRACTION,
+    fold=None,
+    folds=5,
 ):
     """Loads one split of a registered dataset.
 
@@ -379,6 +444,8 @@ def load_dataset(
         validation_fraction: fraction held out for validation (of all images
             for the embedded sets, of tfds's train split otherwise).
         test_fraction: fraction of the embedded sets used for testing.
+        fold: cross-fitting fold of an embedded set (see `load_arrays`).
+        folds: the number of folds, with `fold`.
 
     Returns:
         An unbatched `tf.data.Dataset` of `(image, label)`: float32
@@ -394,6 +461,7 @@ def load_dataset(
     info = dataset_info(name)
     _check_split(info, split)
     _check_fractions(validation_fraction, test_fraction)
+    check_fold(fold, folds)
     if info.source == "embedded":
         images, labels = load_arrays(
             name,
@@ -401,6 +469,13 @@ def load_dataset(
             seed,
             validation_fraction=validation_fraction,
             test_fraction=test_fraction,
+            fold=fold,
+            folds=folds,
         )
         return tf.data.Dataset.from_tensor_slices((images, labels))
+    if fold is not None:
+        raise ValueError(
+            f"Cross-fitting folds split the embedded sets (mnist5k, digits); {name!r} "
+            "comes from tfds with fixed train/test splits: leave fold unset."
+        )
     return _load_tfds(name, split, data_dir, download, validation_fraction)

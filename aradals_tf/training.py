@@ -31,6 +31,9 @@ from aradals_tf.soft_target import SoftTargetModel
 # fraction of a percent of an epoch of a few thousand examples.
 SCORE_BINS = 2048
 
+# The scores that cost passes of their own, which a score cache saves.
+CACHED_SOURCES = ("attack", "first_order")
+
 
 @keras.saving.register_keras_serializable(package="aradals_tf")
 class ARAdaLSModel(SoftTargetModel):
@@ -88,10 +91,12 @@ class ARAdaLSModel(SoftTargetModel):
         attack_candidates: the margin attack's target choice: 1 (default,
             the runner-up logit, the cheapest) or k > 1 (the nearest of the
             k largest other logits; see `robustness.adversarial_robustness`).
-        rescore_every: k, for `strata_by="attack"`: attack each training
-            example once every k epochs and take its stratum from its cached
-            score in between (1, the default: attack every example in every
-            epoch). k > 1 needs `train_size` and batches of `(x, y, index)`
+        rescore_every: k, for the scores that cost passes of their own
+            (`strata_by="attack"` or `"first_order"`): score each training
+            example once every k epochs, in a pass over the due examples only,
+            and take its stratum from its cached score in between (1, the
+            default: score every example in every epoch). k > 1 needs
+            `train_size` and batches of `(x, y, index)`
             (`aradals_tf.score_cache.index_examples`).
         train_size: the number of training examples, with `rescore_every > 1`.
         clip_min: smallest valid input value.
@@ -162,10 +167,10 @@ class ARAdaLSModel(SoftTargetModel):
         self.rescore_every, self.train_size = int(rescore_every), train_size
         self.score_cache = None
         if self.rescore_every != 1 or train_size is not None:
-            if strata_by != "attack":
+            if strata_by not in CACHED_SOURCES:
                 raise ValueError(
-                    "rescore_every and train_size apply to strata_by='attack'; the "
-                    f"'{strata_by}' score comes free with each training step."
+                    "rescore_every and train_size apply to strata_by 'attack' and "
+                    f"'first_order'; the '{strata_by}' score comes free with each training step."
                 )
             if train_size is None:
                 raise ValueError(
@@ -201,8 +206,14 @@ class ARAdaLSModel(SoftTargetModel):
 
     @property
     def scores_in_training_mode(self):
-        """Whether scores come from the training forward pass (`training=True`)."""
+        """Whether scores are measured with `training=True`, as the training pass runs."""
         return self.strata_by != "attack"
+
+    @property
+    def scores_from_training_pass(self):
+        """Whether each batch's scores come from its training forward pass itself
+        (margin, confidence; first-order without a score cache)."""
+        return self.scores_in_training_mode and self.score_cache is None
 
     def _score_from_pass(self, logits, gradient=None, margin=None):
         """Normalised score in [0, 1) from a forward pass (and, for the first-order
@@ -309,24 +320,24 @@ class ARAdaLSModel(SoftTargetModel):
         super().compile(optimizer, loss, metrics, jit_compile=jit_compile, **kwargs)
 
     def soft_targets(self, x, labels, index=None):
-        if self.scores_in_training_mode:
+        if self.scores_from_training_pass:
             return x, None, labels  # made from the training forward pass
         if self.score_cache is None:
             bins, _ = self.strata_scores(x, training=False)
-        else:  # attack only the examples due this epoch; the rest are cached
+        else:  # score only the examples due this epoch; the rest are cached
             due = self.score_cache.due(index)
             due_inputs = tf.boolean_mask(x, due)
             # A batch may have none due; TF's Conv2D fails on an empty batch.
             fresh = tf.cond(
                 tf.shape(due_inputs)[0] > 0,
-                lambda: self.strata_scores(due_inputs, training=False)[0],
+                lambda: self.strata_scores(due_inputs, self.scores_in_training_mode)[0],
                 lambda: tf.zeros([0], tf.int32),
             )
             bins = self.score_cache.merge(index, due, fresh)
         return x, self.targets_of_bins(bins, labels), labels
 
     def forward_with_targets(self, inputs, targets, labels):
-        if not self.scores_in_training_mode:
+        if not self.scores_from_training_pass:
             return super().forward_with_targets(inputs, targets, labels)
         # The score comes from the training forward pass itself.
         member_logits, logits, score = self._forward_and_score(inputs, self.training_logits)

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The main job on the embedded data (mnist5k, offline), end to end:
 #   1. train vanilla, uniform label smoothing and AR-AdaLS (same backbone, data, epochs);
-#   2. evaluate each on the clean test split and 45 corrupted copies, raw and
+#   2. evaluate each on the clean test split and 75 corrupted copies, raw and
 #      temperature-scaled, and print the comparison;
 #   3. the calibration-by-robustness diagnostic of the vanilla model;
 #   4. export AR-AdaLS as a calibrated SavedModel and query it like TF Serving.
@@ -33,7 +33,7 @@ train vanilla --method vanilla
 train label-smoothing --method label-smoothing --label-smoothing 0.01
 train ar-adals --method ar-adals --strata-by "$strata_by"
 
-echo; echo "=== comparison (test split; 'shift mean' = 9 corruptions x severities 1-5)"
+echo; echo "=== comparison (test split; 'shift mean' = 15 CIFAR-10-C corruptions x severities 1-5)"
 aradals-tf compare "$out/vanilla" "$out/label-smoothing" "$out/ar-adals"
 
 echo; echo "=== calibration by adversarial robustness (vanilla model, test split)"

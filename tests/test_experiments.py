@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from aradals_tf import experiments
+from aradals_tf import metrics
 
 
 def test_comparison_selects_on_validation_aggregates_and_resumes(tmp_path, monkeypatch):
@@ -127,9 +128,9 @@ def test_shift_aware_smoothing_updates_on_clean_plus_held_out_data(tmp_path, mon
     seen = []
     real = adaptive_smoothing.validation_pass
 
-    def spy(model, dataset, batch_size=500):
+    def spy(model, dataset, batch_size=500, cache=None):
         seen.append(sum(int(batch[1].shape[0]) for batch in dataset))
-        return real(model, dataset, batch_size)
+        return real(model, dataset, batch_size, cache)
 
     monkeypatch.setattr(adaptive_smoothing, "validation_pass", spy)
     config = experiments.TrainConfig(
@@ -176,6 +177,8 @@ def test_selection_on_validation_plus_held_out_shifts(tmp_path):
         validation = experiments.split_dataset(config, "validation")
         eces = []
         for name in corruptions.HELD_OUT_CORRUPTIONS:
+            if name in corruptions.RGB_ONLY_CORRUPTIONS:  # digits is grayscale
+                continue
             for severity in range(1, 6):
                 shifted = corruptions.corrupt_dataset(
                     validation, name, severity, seed=experiments.CORRUPTION_SEED
@@ -191,3 +194,83 @@ def test_selection_on_validation_plus_held_out_shifts(tmp_path):
     best = min(row["selection"], key=lambda item: item["score"])
     assert row["settings"]["label_smoothing"] == best["settings"]["label_smoothing"]
     assert "held-out-shift validation ECE" in experiments.format_comparison(summary)
+
+
+def test_folds_partition_every_embedded_set_and_keep_validation_out_of_the_test_fold():
+    from aradals_tf import data
+
+    for name, total in (("digits", 1797), ("mnist5k", 5000)):
+        tests = [data.split_indices(name, "test", 3, fold=f, folds=5) for f in range(5)]
+        pooled = np.concatenate(tests)
+        assert len(pooled) == total and len(np.unique(pooled)) == total  # each exactly once
+        for fold in range(5):
+            train = data.split_indices(name, "train", 3, fold=fold, folds=5)
+            validation = data.split_indices(name, "validation", 3, fold=fold, folds=5)
+            assert not set(validation) & set(tests[fold]) and not set(train) & set(tests[fold])
+            assert not set(train) & set(validation)
+            assert len(train) + len(validation) + len(tests[fold]) == total
+            assert abs(len(validation) - 0.1 * total) <= 1
+        _, labels = data.load_arrays(name, "test", 3, fold=0, folds=5)
+        # Stratified: each class's share of the fold within 1.5 points of the whole set's.
+        shares = np.bincount(labels, minlength=10) / len(labels)
+        overall = np.bincount(data._embedded_arrays(name)[1], minlength=10) / total
+        assert np.abs(shares - overall).max() < 0.015
+    with pytest.raises(ValueError, match="fold"):
+        data.split_indices("digits", "test", 0, fold=5, folds=5)
+    with pytest.raises(ValueError, match="folds"):
+        data.split_indices("digits", "test", 0, fold=0, folds=1)
+
+
+def test_cross_fitted_comparison_tests_every_example_once_with_paired_verdicts(
+    tmp_path, monkeypatch
+):
+    from aradals_tf import intervals
+    from aradals_tf.experiments import evaluate
+
+    out = str(tmp_path / "folds")
+    base = experiments.TrainConfig(dataset="digits", epochs=1).validate()
+    methods = experiments.parse_methods("vanilla,ls=label-smoothing")
+    kwargs = dict(
+        seeds=[0],
+        folds=3,
+        grids={"ls": {"label_smoothing": [0.05, 0.3]}},
+        shifts=("contrast:2",),
+        pairs=["ls:vanilla", "ls:vanilla+ts"],
+        resamples=200,
+        verbose=0,
+    )
+    summary = experiments.run_comparison(out, base, methods, **kwargs)
+    evidence = summary["evidence"]
+    assert evidence["examples"] == 1797  # every example of digits, once
+    # Settings chosen per fold on that fold's validation split.
+    assert len(summary["methods"]["ls"]["settings_by_fold"]) == 3
+    # The pooled clean ECE is the ECE of the three folds' test predictions together.
+    labels, logits = [], []
+    for run in summary["methods"]["vanilla"]["runs"]:
+        fold_labels, fold_logits, _ = evaluate.read_predictions(run)
+        labels.append(fold_labels)
+        logits.append(fold_logits["clean"])
+    pooled = float(
+        metrics.expected_calibration_error(
+            np.concatenate(labels), np.concatenate(logits), from_logits=True
+        )
+    )
+    vanilla = evidence["methods"]["vanilla"]["raw"]["clean"]["ece"]
+    assert vanilla["value"] == pytest.approx(pooled, abs=1e-5)
+    assert vanilla["low"] <= vanilla["value"] <= vanilla["high"]
+    pair = evidence["pairs"][0]
+    ls = evidence["methods"]["ls"]["raw"]["clean"]["ece"]["value"]
+    assert pair["clean"]["ece"]["value"] == pytest.approx(ls - vanilla["value"])
+    assert pair["clean"]["ece"]["verdict"] == intervals.verdict(
+        pair["clean"]["ece"]["low"], pair["clean"]["ece"]["high"]
+    )
+    assert "shift" in pair and "Paired differences" in experiments.format_comparison(summary)
+    # Resumes: nothing retrained or re-evaluated, the same numbers.
+    from aradals_tf.experiments import train
+
+    monkeypatch.setattr(train, "train_run", lambda *a, **k: pytest.fail("retrained"))
+    monkeypatch.setattr(evaluate, "evaluate_run", lambda *a, **k: pytest.fail("re-evaluated"))
+    again = experiments.run_comparison(out, base, methods, **kwargs)
+    assert again["evidence"] == evidence
+    with pytest.raises(ValueError, match="Unknown method"):
+        experiments.run_comparison(out, base, methods, **{**kwargs, "pairs": ["ar:vanilla"]})

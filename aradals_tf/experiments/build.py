@@ -18,12 +18,23 @@ from aradals_tf.experiments.config import EVAL_BATCH_SIZE
 
 def split_dataset(config, split):
     """The unbatched `(image, label)` dataset of one split of a config's data."""
-    return data.load_dataset(config.dataset, split, config.seed, data_dir=config.data_dir)
+    return data.load_dataset(
+        config.dataset,
+        split,
+        config.seed,
+        data_dir=config.data_dir,
+        fold=config.fold,
+        folds=config.folds,
+    )
 
 
 def caches_scores(config):
     """Whether a config's model keeps a score cache (batches then carry an index)."""
-    return config.method == "ar-adals" and config.rescore_every > 1
+    return (
+        config.method == "ar-adals"
+        and config.strata_by in training.CACHED_SOURCES
+        and config.rescore_every > 1
+    )
 
 
 def train_size(config):

@@ -1,7 +1,8 @@
 """The method comparison: choose each method's settings on validation, then test.
 
-Runs live in `out/<method>/<settings>/seed<s>` and are reused when their
-config matches, so an interrupted comparison resumes where it stopped.
+Runs live in `out/<method>/<settings>/seed<s>` (with cross-fitting folds,
+`out/<method>/fold<f>/<settings>/seed<s>`) and are reused when their config
+matches, so an interrupted comparison resumes where it stopped.
 """
 
 import dataclasses
@@ -14,6 +15,7 @@ from aradals_tf import atomic
 from aradals_tf import corruptions
 from aradals_tf import plots
 from aradals_tf.experiments import evaluate
+from aradals_tf.experiments import evidence
 from aradals_tf.experiments import tables
 from aradals_tf.experiments import train
 from aradals_tf.experiments.config import SELECTION_CRITERIA
@@ -44,7 +46,8 @@ def _ensure_run(config, run_dir, shifts, verbose):
         )
     metrics_path = os.path.join(run_dir, "metrics.json")
     wanted = evaluate.shift_names(shifts)
-    if os.path.isfile(metrics_path):
+    predictions_path = os.path.join(run_dir, "predictions_test.npz")
+    if os.path.isfile(metrics_path) and os.path.isfile(predictions_path):
         summary = atomic.read_json(metrics_path)
         if set(wanted) <= set(summary["results"]) - {"clean"}:
             return summary
@@ -98,7 +101,7 @@ def _score_candidate(label, settings, config_for, out, select_seeds, select_on, 
     """Trains one candidate on the selection seeds; returns its selection entry."""
     clean, held_out = [], []
     for seed in select_seeds:
-        run_dir = os.path.join(out, label, _tag(settings), f"seed{seed}")
+        run_dir = os.path.join(out, _tag(settings), f"seed{seed}")
         summary = _ensure_run(config_for(settings, seed), run_dir, (), verbose)
         clean.append(summary["validation"]["raw"]["ece"])
         if select_on == "validation+held-out":
@@ -140,6 +143,18 @@ def _method_row(method, settings, selection, seeds, summaries):
     return row
 
 
+def _choose(label, grid, config_for, out, select_seeds, select_on, verbose):
+    """`(chosen settings, selection entries)`: the grid's best on validation."""
+    candidates = _candidates(grid)
+    if len(candidates) == 1:
+        return candidates[0], []
+    selection = [
+        _score_candidate(label, settings, config_for, out, select_seeds, select_on, verbose)
+        for settings in candidates
+    ]
+    return min(selection, key=lambda item: item["score"])["settings"], selection
+
+
 def run_comparison(
     out,
     base,
@@ -150,6 +165,9 @@ def run_comparison(
     select_seeds=None,
     shifts=("all",),
     select_on="validation",
+    folds=None,
+    pairs=None,
+    resamples=1000,
     verbose=1,
 ):
     """The method comparison: select hyper-parameters on validation, then test.
@@ -161,9 +179,16 @@ def run_comparison(
     validation ECE (raw, 15 bins) with `select_on="validation"`; with
     `"validation+held-out"` it is the mean of that and of the validation
     split's ECE under the held-out corruptions (types that no test suite
-    contains, averaged over severities 1-5). Runs live
-    in `out/<method>/<settings>/seed<s>` and are reused when their config
-    matches, so an interrupted comparison resumes where it stopped.
+    contains, averaged over severities 1-5).
+
+    With `folds=K` (embedded datasets) every method is cross-fitted: for
+    each fold of a stratified K-way partition (one per seed), settings are
+    chosen on that fold's validation split (carved out of the other folds,
+    never the test fold) and the chosen model is tested on the fold, so
+    every example of the dataset is tested exactly once per seed; the
+    intervals pool the folds. Every table then carries 95 % bootstrap
+    intervals over the test examples (`experiments.evidence`) and, for
+    `pairs`, paired intervals of the differences with a verdict.
 
     Args:
         out: root directory of the comparison.
@@ -175,6 +200,10 @@ def run_comparison(
         select_seeds: seeds used for selection (default: the first seed).
         shifts: `--shift` values for the final evaluation.
         select_on: `"validation"` or `"validation+held-out"`.
+        folds: K for cross-fitting, or None for the fixed test split.
+        pairs: `"A:B"` differences to judge (default: every method against
+            `vanilla`, raw and temperature-scaled, when it is compared).
+        resamples: bootstrap resamples of the intervals.
         verbose: print progress.
 
     Returns:
@@ -194,48 +223,63 @@ def run_comparison(
     overrides = overrides or {}
     select_seeds = list(select_seeds or seeds[:1])
     evaluate.shift_names(shifts)  # fail early on bad names
-    rows = {}
-    for label, method in [(m, m) if isinstance(m, str) else tuple(m) for m in methods]:
+    labelled = [(m, m) if isinstance(m, str) else tuple(m) for m in methods]
+    pairs = list(
+        evidence.default_pairs([label for label, _ in labelled]) if pairs is None else pairs
+    )
+    for text in pairs:  # bad pairs fail before any training
+        evidence.parse_pair(text, [label for label, _ in labelled])
+    fold_list = [None] if folds is None else list(range(int(folds)))
+    rows, runs = {}, {}
+    for label, method in labelled:
         fixed = {**overrides.get(None, {}), **overrides.get(label, {})}
+        summaries, runs[label], chosen_by_fold, selections = [], [], [], []
+        for fold in fold_list:
 
-        def config_for(settings, seed, method=method, fixed=fixed):
-            values = {
-                **dataclasses.asdict(base),
-                **fixed,
-                **settings,
-                "method": method,
-                "seed": seed,
-            }
-            return TrainConfig.from_dict(values).validate()
+            def config_for(settings, seed, method=method, fixed=fixed, fold=fold):
+                values = {
+                    **dataclasses.asdict(base),
+                    **fixed,
+                    **settings,
+                    "method": method,
+                    "seed": seed,
+                    "fold": fold,
+                    "folds": base.folds if folds is None else int(folds),
+                }
+                return TrainConfig.from_dict(values).validate()
 
-        candidates = _candidates(grids.get(label, {}))
-        selection = []
-        if len(candidates) > 1:
-            selection = [
-                _score_candidate(label, settings, config_for, out, select_seeds, select_on, verbose)
-                for settings in candidates
-            ]
-            chosen = min(selection, key=lambda item: item["score"])["settings"]
-        else:
-            chosen = candidates[0]
-        summaries = [
-            _ensure_run(
-                config_for(chosen, seed),
-                os.path.join(out, label, _tag(chosen), f"seed{seed}"),
-                shifts,
-                verbose,
+            where = (
+                os.path.join(out, label)
+                if fold is None
+                else os.path.join(out, label, f"fold{fold}")
             )
-            for seed in seeds
-        ]
-        rows[label] = _method_row(method, {**fixed, **chosen}, selection, seeds, summaries)
+            chosen, selection = _choose(
+                label, grids.get(label, {}), config_for, where, select_seeds, select_on, verbose
+            )
+            chosen_by_fold.append(chosen)
+            selections += selection
+            for seed in seeds:
+                config = config_for(chosen, seed)
+                run_dir = os.path.join(where, _tag(chosen), f"seed{seed}")
+                summaries.append(_ensure_run(config, run_dir, shifts, verbose))
+                runs[label].append((run_dir, config))
+        rows[label] = _method_row(
+            method, {**fixed, **chosen_by_fold[0]}, selections, seeds, summaries
+        )
+        if folds is not None:
+            rows[label]["settings_by_fold"] = [{**fixed, **c} for c in chosen_by_fold]
+    if verbose:
+        print("--- bootstrap intervals over the test examples")
     summary = {
         "dataset": base.dataset,
         "epochs": base.epochs,
         "seeds": list(seeds),
+        "folds": folds,
         "select_seeds": select_seeds,
         "select_on": select_on,
         "shifts": list(shifts),
         "methods": rows,
+        "evidence": evidence.comparison_evidence(runs, pairs, resamples),
     }
     atomic.write_json(os.path.join(out, "comparison.json"), summary)
     summary["plot"] = plots.comparison(summary, os.path.join(out, "comparison.png"))

@@ -9,6 +9,7 @@ import tensorflow as tf
 
 from aradals_tf import atomic
 from aradals_tf import corruptions
+from aradals_tf import data
 from aradals_tf import metrics
 from aradals_tf import plots
 from aradals_tf import temperature
@@ -46,17 +47,19 @@ def shifted(dataset, shift):
     return corruptions.corrupt_dataset(dataset, name, severity, seed=CORRUPTION_SEED)
 
 
-def shift_names(specs):
+def shift_names(specs, channels=3):
     """Expands `--shift` values into a list of `"name:severity"`.
 
     `"all"` is the test suite (`CORRUPTIONS` x severities 1-5); `"held-out"`
     is `HELD_OUT_CORRUPTIONS` x severities 1-5, meant for the validation
-    split only.
+    split only. With `channels` 1 the RGB-only types are left out of both.
     """
     names = []
     for spec in specs:
         if spec in ("all", "held-out"):
             types = corruptions.CORRUPTIONS if spec == "all" else corruptions.HELD_OUT_CORRUPTIONS
+            if channels != 3:
+                types = [t for t in types if t not in corruptions.RGB_ONLY_CORRUPTIONS]
             names += [f"{name}:{severity}" for name in types for severity in range(1, 6)]
         else:
             name, severity = corruptions.parse_shift(spec)
@@ -88,8 +91,8 @@ def evaluate_run(run_dir, shifts=(), split="test", num_bins=15, plots_dir=None, 
     Returns:
         The dict written to `metrics.json`.
     """
-    shift_list = shift_names(shifts)  # bad names fail before any work
     config, model = train.load_run(run_dir)
+    shift_list = shift_names(shifts, data.dataset_info(config.dataset).image_shape[-1])
     if verbose:
         print("Validation split (fits the temperature):")
     val_logits, val_labels = predict_logits(
@@ -102,6 +105,8 @@ def evaluate_run(run_dir, shifts=(), split="test", num_bins=15, plots_dir=None, 
     evaluated = build.split_dataset(config, split)
     logits, labels = predict_logits(model, evaluated, verbose)
     results = {"clean": _metrics_pair(labels, logits, fitted, num_bins)}
+    # Per-example logits, for pooling folds and paired intervals (`read_predictions`).
+    predictions = {"labels": labels, "clean": logits}
     panels = {
         "raw": metrics.reliability_diagram_data(labels, logits, num_bins, True),
         f"temperature-scaled (T={fitted:.2f})": metrics.reliability_diagram_data(
@@ -119,6 +124,7 @@ def evaluate_run(run_dir, shifts=(), split="test", num_bins=15, plots_dir=None, 
         for index, spec in enumerate(shift_list):
             logits, labels = predict_logits(model, shifted(evaluated, spec))
             results[spec] = _metrics_pair(labels, logits, fitted, num_bins)
+            predictions[spec] = logits
             if progress:
                 progress.update(index + 1)
     summary = {
@@ -142,6 +148,7 @@ def evaluate_run(run_dir, shifts=(), split="test", num_bins=15, plots_dir=None, 
             }
             for kind in ("raw", "temperature")
         }
+    _write_predictions(os.path.join(run_dir, f"predictions_{split}.npz"), predictions, fitted)
     atomic.write_json(os.path.join(run_dir, "metrics.json"), summary)
     if plots_dir:
         name = os.path.basename(os.path.normpath(run_dir))
@@ -153,6 +160,42 @@ def evaluate_run(run_dir, shifts=(), split="test", num_bins=15, plots_dir=None, 
             )
         ]
     return summary
+
+
+def _write_predictions(path, predictions, fitted_temperature):
+    with atomic.atomic_file(path, "wb") as stream:
+        np.savez_compressed(
+            stream,
+            temperature=np.float32(fitted_temperature),
+            **{key.replace(":", "@"): value for key, value in predictions.items()},
+        )
+
+
+def read_predictions(run_dir, split="test"):
+    """The per-example test logits that `evaluate_run` kept.
+
+    Returns:
+        `(labels, logits, temperature)`: int32 `[n]`, a dict from `"clean"`
+        and each evaluated `"name:severity"` shift to float32 `[n, K]`, and
+        the temperature fitted on the validation split.
+
+    Raises:
+        FileNotFoundError: the run has not been evaluated on `split`.
+    """
+    path = os.path.join(run_dir, f"predictions_{split}.npz")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(
+            f"{path} not found; run `aradals-tf evaluate --run {run_dir}` first."
+        )
+    with np.load(path) as stored:
+        labels = stored["labels"]
+        temperature_value = float(stored["temperature"])
+        logits = {
+            key.replace("@", ":"): stored[key]
+            for key in stored.files
+            if key not in ("labels", "temperature")
+        }
+    return labels, logits, temperature_value
 
 
 def held_out_validation(run_dir, num_bins=15, verbose=0):
@@ -171,8 +214,9 @@ def held_out_validation(run_dir, num_bins=15, verbose=0):
         return atomic.read_json(path)
     config, model = train.load_run(run_dir)
     validation = build.split_dataset(config, "validation")
+    channels = data.dataset_info(config.dataset).image_shape[-1]
     results = {}
-    for spec in shift_names(["held-out"]):
+    for spec in shift_names(["held-out"], channels):
         logits, labels = predict_logits(model, shifted(validation, spec), verbose)
         results[spec] = metrics.calibration_summary(labels, logits, num_bins)
     summary = {

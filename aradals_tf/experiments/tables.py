@@ -136,6 +136,8 @@ def format_comparison(summary):
                 for m in methods
             ]
             lines.append(name.ljust(width) + "  " + "  ".join(cells))
+    if summary.get("evidence"):
+        lines += ["", format_evidence(summary["evidence"])]
     return "\n".join(lines)
 
 
@@ -161,4 +163,45 @@ def format_export(run_dir, config, path, meta):
         f"-v {os.path.abspath(os.path.dirname(path))}:/models/{meta['name']} "
         f"-e MODEL_NAME={meta['name']} tensorflow/serving",
     ]
+    return "\n".join(lines)
+
+
+def _interval_cell(result, scale):
+    digits = 2 if scale == 100 else 3
+    return (
+        f"{scale * result['value']:.{digits}f} "
+        f"[{scale * result['low']:.{digits}f}, {scale * result['high']:.{digits}f}]"
+    )
+
+
+_EVIDENCE_METRICS = (("ece", "ECE %", 100), ("adaptive_ece", "aECE %", 100), ("nll", "NLL", 1))
+
+
+def format_evidence(evidence):
+    """A comparison's intervals and verdicts (`experiments.evidence`) as text."""
+    first = next(iter(evidence["methods"].values()))["raw"]
+    conditions = [c for c in ("clean", "shift") if c in first]
+    header = ["method", "data", "calibration"] + [title for _, title, _ in _EVIDENCE_METRICS]
+    body = []
+    for label, kinds in evidence["methods"].items():
+        for condition in conditions:
+            for kind, results in kinds.items():
+                cells = [_interval_cell(results[condition][m], s) for m, _, s in _EVIDENCE_METRICS]
+                body.append([label, condition, "none" if kind == "raw" else "TS"] + cells)
+    lines = [
+        f"95 % bootstrap intervals over {evidence['examples']} test examples "
+        f"({evidence['resamples']} resamples; runs of a method averaged in each resample):"
+    ]
+    lines += _aligned(header, body, left_columns=3)
+    if evidence["pairs"]:
+        header = ["difference", "data"] + [t for _, t, _ in _EVIDENCE_METRICS] + ["verdict (ECE)"]
+        body = []
+        for pair in evidence["pairs"]:
+            a, b = pair["pair"].split(":")
+            for condition in conditions:
+                results = pair[condition]
+                cells = [_interval_cell(results[m], s) for m, _, s in _EVIDENCE_METRICS]
+                body.append([f"{a} - {b}", condition] + cells + [results["ece"]["verdict"]])
+        lines += ["", "Paired differences (same resamples; negative = the first is better):"]
+        lines += _aligned(header, body, left_columns=2)
     return "\n".join(lines)

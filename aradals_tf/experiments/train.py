@@ -38,7 +38,10 @@ def _fit(config, model, train, validation, backup, verbose, extra_callbacks):
         # val_* logs, so the split is passed over once per epoch, not twice.
         one_pass = config.smoothing_data == "clean"
         adaptive = adaptive_smoothing.AdaptiveSmoothing(
-            build.smoothing_dataset(config, validation), validation_metrics=one_pass
+            build.smoothing_dataset(config, validation),
+            # The same rotation as the training examples' (the split's order is fixed).
+            rescore_every=config.rescore_every,
+            validation_metrics=one_pass,
         )
         callbacks.insert(0, adaptive)
         validation_data = None if one_pass else validation
