@@ -122,7 +122,9 @@ def verdict(low, high, lower_is_better=True):
     return "no difference"
 
 
-def interval(runs, metric="ece", resamples=DEFAULT_RESAMPLES, seed=0, num_bins=15, other=None):
+def bootstrap_interval(
+    runs, metric="ece", resamples=DEFAULT_RESAMPLES, seed=0, num_bins=15, other=None
+):
     """Point value and 95 % percentile-bootstrap interval of a metric, or of
     the paired difference `runs - other` over the same resamples.
 
@@ -150,7 +152,7 @@ def interval(runs, metric="ece", resamples=DEFAULT_RESAMPLES, seed=0, num_bins=1
     Example:
 
     >>> stats = example_statistics(labels, logits)
-    >>> interval([(np.arange(len(labels)), [stats])], "ece")["high"]
+    >>> bootstrap_interval([(np.arange(len(labels)), [stats])], "ece")["high"]
     """
     every = [runs] if other is None else [runs, other]
     union = example_union(every)
@@ -171,7 +173,7 @@ def run_replicates(runs, union, weights, metric="ece", num_bins=15):
     """`(value, draws [R])` of a metric over runs whose examples are named by ids.
 
     Args:
-        runs: a list of `(ids, conditions)` (see `interval`).
+        runs: a list of `(ids, conditions)` (see `bootstrap_interval`).
         union: sorted ids covering every run's (`example_union`).
         weights: `[R, len(union)]` from `resample_weights`.
         metric: one of `METRICS`.

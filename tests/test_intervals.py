@@ -61,7 +61,7 @@ def test_a_resample_is_the_metric_of_the_resampled_arrays(metric):
 def test_nll_interval_matches_the_normal_approximation_of_a_mean():
     labels, logits = _calibrated(0.8, seed=2)
     stats = intervals.example_statistics(labels, logits)
-    result = intervals.interval([(np.arange(N), [stats])], "nll", resamples=4000, seed=0)
+    result = intervals.bootstrap_interval([(np.arange(N), [stats])], "nll", resamples=4000, seed=0)
     half_width = 1.96 * stats["nll"].std(ddof=1) / np.sqrt(N)
     assert (result["high"] - result["low"]) / 2 == pytest.approx(half_width, rel=0.1)
     assert result["low"] < result["value"] < result["high"]
@@ -74,16 +74,16 @@ def test_paired_differences_and_verdicts():
     ids = np.arange(N)
     good = [(ids, [intervals.example_statistics(labels, calibrated)])]
     bad = [(ids, [intervals.example_statistics(labels, over_confident)])]
-    same = intervals.interval(good, "ece", resamples=500, other=good)
+    same = intervals.bootstrap_interval(good, "ece", resamples=500, other=good)
     assert same["value"] == 0 and same["low"] == 0 and same["high"] == 0
     assert same["verdict"] == "no difference"
-    better = intervals.interval(good, "ece", resamples=500, other=bad)
+    better = intervals.bootstrap_interval(good, "ece", resamples=500, other=bad)
     assert better["high"] < 0 and better["verdict"] == "better"
-    assert intervals.interval(bad, "nll", resamples=500, other=good)["verdict"] == "worse"
+    assert intervals.bootstrap_interval(bad, "nll", resamples=500, other=good)["verdict"] == "worse"
     # Shifted copies and runs are averaged inside every resample.
     two_conditions = [(ids, [good[0][1][0], bad[0][1][0]])]
-    mean = intervals.interval(two_conditions, "ece", resamples=10)["value"]
-    halves = [intervals.interval(r, "ece", resamples=10)["value"] for r in (good, bad)]
+    mean = intervals.bootstrap_interval(two_conditions, "ece", resamples=10)["value"]
+    halves = [intervals.bootstrap_interval(r, "ece", resamples=10)["value"] for r in (good, bad)]
     assert mean == pytest.approx(np.mean(halves))
     assert intervals.verdict(-0.02, 0.01) == "no difference"
 
@@ -95,10 +95,10 @@ def test_examples_are_matched_by_id_not_position():
     order = np.random.default_rng(1).permutation(N)
     stats = intervals.example_statistics(labels, logits)
     shuffled = intervals.example_statistics(labels[order], logits[order])
-    straight = intervals.interval([(np.arange(N), [stats])], "ece", resamples=200)
-    reordered = intervals.interval([(order, [shuffled])], "ece", resamples=200)
+    straight = intervals.bootstrap_interval([(np.arange(N), [stats])], "ece", resamples=200)
+    reordered = intervals.bootstrap_interval([(order, [shuffled])], "ece", resamples=200)
     assert reordered == pytest.approx(straight)
-    difference = intervals.interval(
+    difference = intervals.bootstrap_interval(
         [(order, [shuffled])], "ece", resamples=200, other=[(np.arange(N), [stats])]
     )
     assert difference["low"] == pytest.approx(0, abs=1e-12)
