@@ -125,8 +125,8 @@ def verdict(low, high, lower_is_better=True):
 def bootstrap_interval(
     runs, metric="ece", resamples=DEFAULT_RESAMPLES, seed=0, num_bins=15, other=None
 ):
-    """Point value and 95 % percentile-bootstrap interval of a metric, or of
-    the paired difference `runs - other` over the same resamples.
+    """Point value and 95 % bootstrap interval of a metric, or of the paired
+    difference `runs - other` over the same resamples (see `summarize`).
 
     Examples are named by ids, so that runs over different test sets (the
     fixed test split of each seed) or in different orders (pooled folds)
@@ -193,9 +193,16 @@ def run_replicates(runs, union, weights, metric="ece", num_bins=15):
 
 
 def summarize(value, draws, paired=False):
-    """`{"value", "low", "high"}` (95 % percentile interval of `draws`), with
-    `"verdict"` for a paired difference."""
-    low, high = np.percentile(draws, [2.5, 97.5])
+    """`{"value", "low", "high"}`, with `"verdict"` for a paired difference.
+
+    The interval is the spread of the resampled values around their mean
+    (their 2.5 and 97.5 percentiles minus the mean), placed on the sample's
+    own value. The resampled ECEs of a sample lie mostly above its ECE (the
+    absolute per-bin gaps grow with the resampling noise, most where the
+    model is well calibrated), so their plain percentiles can exclude the
+    sample's value; the spread is what measures the sampling noise.
+    """
+    low, high = value + np.percentile(draws, [2.5, 97.5]) - np.mean(draws)
     result = {"value": float(value), "low": float(low), "high": float(high)}
     if paired:
         result["verdict"] = verdict(low, high)

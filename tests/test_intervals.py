@@ -103,3 +103,16 @@ def test_examples_are_matched_by_id_not_position():
     )
     assert difference["low"] == pytest.approx(0, abs=1e-12)
     assert difference["high"] == pytest.approx(0, abs=1e-12)
+
+
+def test_the_interval_holds_the_sample_value_where_resampled_eces_are_biased_up():
+    """A calibrated model: the resampled ECEs lie mostly above the sample's
+    ECE, yet its interval (their spread placed on it) contains it."""
+    labels, logits = _calibrated(1.0, seed=6)
+    stats = intervals.example_statistics(labels, logits)
+    weights = intervals.resample_weights(N, 1000, seed=0)
+    value, draws = intervals.run_replicates([(np.arange(N), [stats])], np.arange(N), weights)
+    assert np.mean(draws > value) > 0.75  # the bias the interval must not inherit
+    result = intervals.summarize(value, draws)
+    assert result["low"] < value < result["high"]
+    assert result["high"] - result["low"] == pytest.approx(np.ptp(np.percentile(draws, [2.5, 97.5])))
