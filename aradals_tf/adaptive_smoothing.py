@@ -11,6 +11,7 @@ import weakref
 import numpy as np
 import tensorflow as tf
 
+from aradals_tf import distribution
 from aradals_tf import losses
 from aradals_tf import smoothing
 from aradals_tf import training
@@ -85,6 +86,72 @@ class ValidationScores:
         self.scored[positions[due]] = True
         return self.bins[positions]
 
+    def replace(self, bins):
+        """Takes the whole split's bins (every worker's shard): all workers then
+        hold the same cache, so any worker's backup restores every worker."""
+        self.bins = np.array(bins, np.int32)
+        self.scored = np.ones(len(self.bins), bool)
+
+    def get_state(self):
+        return {"bins": self.bins.tolist(), "scored": self.scored.tolist(), "epoch": self.epoch}
+
+    def set_state(self, state):
+        self.bins = np.asarray(state["bins"], np.int32)
+        self.scored = np.asarray(state["scored"], bool)
+        self.epoch = int(state["epoch"])
+
+
+def _local_pass(model, batches, cache):
+    """Scores `(positions, x, y)` batches: `(positions, bins, logits, labels)`."""
+    score, inference_logits = _scoring_function(model)
+    positions_seen, all_bins, all_logits, labels = [], [], [], []
+    for positions, x, y in batches:
+        positions = np.asarray(positions)
+        if cache is None:
+            bins, logits = score(x)
+            bins = np.asarray(bins)
+        else:
+            due = cache.due(positions)
+            fresh = score(tf.boolean_mask(x, due))[0].numpy() if due.any() else []
+            bins = cache.merge(positions, due, fresh)
+            logits = inference_logits(x)
+        positions_seen.append(positions)
+        all_bins.append(bins)
+        all_logits.append(np.asarray(tf.cast(logits, tf.float32)))
+        labels.append(np.asarray(losses.flat_labels(y)))
+    return [np.concatenate(parts) for parts in (positions_seen, all_bins, all_logits, labels)]
+
+
+def _positioned(validation_data, batch_size, shard=(0, 1)):
+    """`(positions, x, y)` batches of this worker's shard: every `count`-th example."""
+    index, count = shard
+    if count == 1:
+        start = 0
+        for x, y in validation_data:
+            size = int(tf.shape(x)[0])
+            yield np.arange(start, start + size), x, y
+            start += size
+        return
+    examples = validation_data.unbatch().enumerate().shard(count, index)
+    for positions, (x, y) in examples.batch(batch_size):
+        yield positions.numpy(), x, y
+
+
+def _assemble(strategy, positions, bins, logits, labels):
+    """The whole split's arrays from every worker's shard, identical on all workers.
+
+    Each worker writes its examples' rows into zeros and the rows are summed
+    across workers: adding zeros is exact, so every worker gets the very
+    arrays a single process would have computed, in the split's order.
+    """
+    total = int(distribution.sum_across_workers(np.array([len(positions)], np.int64), strategy)[0])
+    rows = np.zeros((total, logits.shape[1] + 2), np.float64)
+    rows[positions, 0] = bins
+    rows[positions, 1] = labels
+    rows[positions, 2:] = logits
+    rows = distribution.sum_across_workers(rows, strategy)
+    return rows[:, 0].astype(np.int32), rows[:, 2:].astype(np.float32), rows[:, 1].astype(np.int32)
+
 
 def validation_pass(model, validation_data, batch_size=500, cache=None):
     """Scores and buckets validation data as the model does its training data.
@@ -95,7 +162,9 @@ def validation_pass(model, validation_data, batch_size=500, cache=None):
     bucketed with the current thresholds; its logits are the model's in
     inference mode. With a `ValidationScores` cache only the examples due
     this epoch are scored; the others keep their cached scores (their logits
-    are always this epoch's).
+    are always this epoch's). Under a multi-worker strategy each worker
+    scores every `n`-th example only and the results are summed across
+    workers, so every worker returns the same arrays for the whole split.
 
     Args:
         model: an `ARAdaLSModel`.
@@ -107,30 +176,24 @@ def validation_pass(model, validation_data, batch_size=500, cache=None):
     Returns:
         `(strata, logits, labels)`: int32 `[n]`, float32 `[n, K]`, int32 `[n]`.
     """
-    score, inference_logits = _scoring_function(model)
+    strategy = model.distribute_strategy
+    role = distribution.worker_role(strategy)
     # A training-mode pass moves BatchNorm statistics: keep them to put back.
     moved = model.backbone.non_trainable_variables if model.scores_in_training_mode else []
     state = [v.numpy() for v in moved]
-    strata, all_logits, labels = [], [], []
-    start = 0
     try:
-        for x, y in _batched(validation_data, batch_size):
-            if cache is None:
-                bins, logits = score(x)
-            else:
-                positions = np.arange(start, start + int(tf.shape(x)[0]))
-                start = positions[-1] + 1
-                due = cache.due(positions)
-                fresh = score(tf.boolean_mask(x, due))[0].numpy() if due.any() else []
-                bins = cache.merge(positions, due, fresh)
-                logits = inference_logits(x)
-            strata.append(model.strata_of(bins))
-            all_logits.append(tf.cast(logits, tf.float32))
-            labels.append(losses.flat_labels(y))
+        batches = _positioned(
+            _batched(validation_data, batch_size), batch_size, (role.index, role.count)
+        )
+        positions, bins, logits, labels = _local_pass(model, batches, cache)
     finally:
         for variable, value in zip(moved, state):
             variable.assign(value)
-    return tf.concat(strata, 0), tf.concat(all_logits, 0), tf.concat(labels, 0)
+    if role.count > 1:
+        bins, logits, labels = _assemble(strategy, positions, bins, logits, labels)
+        if cache is not None:
+            cache.replace(bins)
+    return model.strata_of(bins), tf.constant(logits), tf.constant(labels)
 
 
 def stratum_statistics(model, validation_data, batch_size=500, passed=None):
@@ -224,6 +287,19 @@ class AdaptiveSmoothing(training.EpsUpdateCallback):
         self.cache = ValidationScores(rescore_every) if int(rescore_every) > 1 else None
         self.validation_metrics = validation_metrics
         self.records = []
+
+    def get_state(self):
+        """The callback's state for a backup: the cached validation scores and the records."""
+        return {
+            "cache": self.cache.get_state() if self.cache is not None else None,
+            "records": self.records,
+        }
+
+    def set_state(self, state):
+        """Restores a `get_state()` (see `backup.WorkerBackupAndRestore`)."""
+        if self.cache is not None and state["cache"] is not None:
+            self.cache.set_state(state["cache"])
+        self.records = list(state["records"])
 
     def on_epoch_end(self, epoch, logs=None):
         model = self.model

@@ -23,7 +23,10 @@ def configure(show_logs=False):
     """
     global _hide
     _hide = not (show_logs or _LOG_LEVEL in os.environ)
-    os.environ.setdefault(_LOG_LEVEL, "2")  # TensorFlow's info and warnings off
+    # TensorFlow's info and warnings off; in a multi-worker job its errors too:
+    # a lost or mismatched peer is logged from C++ by every collective that
+    # aborts, before the Python error that the CLI reports in one line.
+    os.environ.setdefault(_LOG_LEVEL, "3" if os.environ.get("TF_CONFIG") else "2")
 
 
 def import_tensorflow():

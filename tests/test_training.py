@@ -480,7 +480,13 @@ def test_trained_model_smooths_least_robust_strata_most():
     train, validation = experiments.training_datasets(config)
     model = experiments.build_model(config)
     adaptive = adaptive_smoothing.AdaptiveSmoothing(validation)
-    model.fit(train, epochs=config.epochs, verbose=0, callbacks=[adaptive])
+    model.fit(
+        train,
+        epochs=config.epochs,
+        steps_per_epoch=experiments.steps_per_epoch(config),
+        verbose=0,
+        callbacks=[adaptive],
+    )
     eps = model.stratum_eps.numpy()
     least, most = eps[:2].mean(), eps[-2:].mean()
     assert least > most, eps
@@ -501,6 +507,7 @@ def test_training_strata_hold_equal_shares_at_every_epoch_end():
     history = model.fit(
         train,
         epochs=config.epochs,
+        steps_per_epoch=experiments.steps_per_epoch(config),
         verbose=0,
         callbacks=[adaptive_smoothing.AdaptiveSmoothing(validation)],
     )

@@ -30,7 +30,10 @@ def train(out, overwrite, **settings):
 
     config = experiments.TrainConfig(**settings).validate()
     experiments.train_run(config, out, overwrite=overwrite, verbose=keras_verbosity())
-    click.echo(f"Saved run to {out}")
+    if experiments.is_chief(config):
+        click.echo(f"Saved run to {out}")
+    else:
+        click.echo(f"Worker done; the chief saved the run to {out}")
 
 
 @cli.command()

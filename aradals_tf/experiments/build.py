@@ -1,11 +1,14 @@
 """Building a run from its config: data pipelines, strategy and the model."""
 
+import functools
+
 import keras
 import tensorflow as tf
 
 from aradals_tf import backbones
 from aradals_tf import corruptions
 from aradals_tf import data
+from aradals_tf import distribution
 from aradals_tf import ensemble
 from aradals_tf import losses
 from aradals_tf import metrics
@@ -44,31 +47,49 @@ def train_size(config):
     return size if size >= 0 else int(train.reduce(0, lambda count, _: count + 1))
 
 
-def training_datasets(config, shuffle_seed=None):
-    """`(train, validation)`: the shuffled, batched training split and the
-    batched validation split of a config's data.
+def steps_per_epoch(config):
+    """Training batches per epoch (the last one may be partial)."""
+    return -(-train_size(config) // config.batch_size)
+
+
+def training_datasets(config, shuffle_seed=None, initial_epoch=0):
+    """`(train, validation)`: the training batches of epochs `initial_epoch`
+    to `config.epochs - 1`, one after the other, and the batched validation split.
+
+    Each epoch's order is a shuffle seeded by the run's seed and the epoch
+    number, so a run resumed at epoch e sees the very batches an
+    uninterrupted run sees from e on. Pass `steps_per_epoch(config)` to `fit`.
 
     Args:
         config: a validated `TrainConfig`.
-        shuffle_seed: seed of the shuffle (default: `config.seed`).
+        shuffle_seed: seed of the shuffles (default: `config.seed`).
+        initial_epoch: the first epoch to produce (a resumed run's).
 
     Returns:
         Batched datasets of `(image, label)`; training batches are
         `(image, label, index)` where the model caches scores.
+
+    Example:
+
+    >>> train, validation = training_datasets(config)
+    >>> model.fit(train, epochs=config.epochs, steps_per_epoch=steps_per_epoch(config))
     """
-    train = split_dataset(config, "train")
+    examples = split_dataset(config, "train")
     if caches_scores(config):  # indices before the shuffle: one per example
-        train = score_cache.index_examples(train)
-    train = (
-        train.cache()
-        .shuffle(
-            10_000,
-            seed=config.seed if shuffle_seed is None else shuffle_seed,
-            reshuffle_each_iteration=True,
-        )
-        .batch(config.batch_size)
-        .prefetch(tf.data.AUTOTUNE)
+        examples = score_cache.index_examples(examples)
+    examples = examples.cache()
+    seed = config.seed if shuffle_seed is None else shuffle_seed
+    epochs = range(initial_epoch, config.epochs)
+    batches = [
+        examples.shuffle(10_000, seed=seed * 100_003 + epoch).batch(config.batch_size)
+        for epoch in epochs
+    ]
+    # Epoch after epoch: every batch of the first, then of the second, ...
+    steps = steps_per_epoch(config)
+    order = tf.data.Dataset.range(len(batches)).flat_map(
+        lambda i: tf.data.Dataset.from_tensors(i).repeat(steps)
     )
+    train = tf.data.Dataset.choose_from_datasets(batches, order).prefetch(tf.data.AUTOTUNE)
     validation = (
         split_dataset(config, "validation")
         .cache()
@@ -92,13 +113,22 @@ def smoothing_dataset(config, validation):
 
 
 def make_strategy(name):
-    """The `tf.distribute` strategy for `--strategy`."""
+    """The `tf.distribute` strategy for `--strategy`, one per process.
+
+    Collectives are configured once per process, so every run of a process
+    (a comparison trains many) shares one strategy. `multiworker` reads the
+    cluster from `TF_CONFIG` (see `distribution.multi_worker_strategy`).
+    """
     if name == "mirrored":
-        return tf.distribute.MirroredStrategy()
+        return _mirrored_strategy()
     if name == "multiworker":
-        # Reads the cluster from TF_CONFIG; a single worker without it.
-        return tf.distribute.MultiWorkerMirroredStrategy()
+        return distribution.multi_worker_strategy()
     return tf.distribute.get_strategy()
+
+
+@functools.cache
+def _mirrored_strategy():
+    return tf.distribute.MirroredStrategy()
 
 
 def member_seed(config, member):

@@ -10,11 +10,14 @@ and reliability diagrams. Directories and files are written atomically (see
 import dataclasses
 import os
 import shutil
+import tempfile
 
 import keras
 
 from aradals_tf import adaptive_smoothing
 from aradals_tf import atomic
+from aradals_tf import backup
+from aradals_tf import distribution
 from aradals_tf import ensemble
 from aradals_tf import plots
 from aradals_tf.experiments import build
@@ -28,9 +31,15 @@ def hidden_sibling(out, suffix):
     return os.path.join(os.path.dirname(out), f".{os.path.basename(out)}.{suffix}")
 
 
-def _fit(config, model, train, validation, backup, verbose, extra_callbacks):
+def _fit(config, model, backup_dir, verbose, extra_callbacks, shuffle_seed=None):
     """One Keras fit with resume support; returns `(history, eps records)`."""
-    callbacks = [keras.callbacks.BackupAndRestore(backup), *extra_callbacks]
+    callbacks = list(extra_callbacks)
+    resume = backup.WorkerBackupAndRestore(backup_dir)
+    # The data of the epochs left: the resumed epochs see the batches they
+    # would have seen without the interruption.
+    train, validation = build.training_datasets(
+        config, shuffle_seed=shuffle_seed, initial_epoch=resume.restored_epoch()
+    )
     adaptive = None
     validation_data = validation
     if config.method == "ar-adals":
@@ -45,14 +54,19 @@ def _fit(config, model, train, validation, backup, verbose, extra_callbacks):
         )
         callbacks.insert(0, adaptive)
         validation_data = None if one_pass else validation
-    history = model.fit(
-        train,
-        validation_data=validation_data,
-        epochs=config.epochs,
-        callbacks=callbacks,
-        shuffle=False,  # the dataset shuffles itself, seeded
-        verbose=verbose,
-    )
+    # After the eps update in the callback order, so a backup holds the epoch's eps.
+    resume.stateful_callbacks = [adaptive] if adaptive else []
+    callbacks.insert(1 if adaptive else 0, resume)
+    with distribution.translate_cluster_errors():
+        history = model.fit(
+            train,
+            validation_data=validation_data,
+            epochs=config.epochs,
+            steps_per_epoch=build.steps_per_epoch(config),
+            callbacks=callbacks,
+            shuffle=False,  # the dataset shuffles itself, seeded
+            verbose=verbose,
+        )
     history = {key: [float(v) for v in values] for key, values in history.history.items()}
     return history, (adaptive.records if adaptive else [])
 
@@ -70,12 +84,9 @@ def _train_one(config, out, partial, verbose, extra_callbacks):
     # Seed everything before the data pipeline too: a run must not depend on
     # what ran before it in this process.
     keras.utils.set_random_seed(config.seed)
-    train, validation = build.training_datasets(config)
     with strategy.scope():
         model = build.build_model(config)
-    history, records = _fit(
-        config, model, train, validation, hidden_sibling(out, "backup"), verbose, extra_callbacks
-    )
+    history, records = _fit(config, model, hidden_sibling(out, "backup"), verbose, extra_callbacks)
     _eps_plot(config, records, os.path.join(partial, "eps_per_stratum.png"))
     if isinstance(model, ensemble.EnsembleARAdaLSModel):
         model = model.backbone  # the LogitEnsemble of the trained members
@@ -84,8 +95,10 @@ def _train_one(config, out, partial, verbose, extra_callbacks):
 
 def _train_members(config, out, partial, verbose, extra_callbacks):
     """Trains an ensemble member by member; a finished member is kept in
-    `.<out>.members` and not retrained. Returns `(LogitEnsemble, history)`."""
+    `.<out>.members` (written by the chief, read by every worker) and not
+    retrained. Returns `(LogitEnsemble, history)`."""
     strategy = build.make_strategy(config.strategy)
+    chief = distribution.worker_role(strategy).is_chief
     work = hidden_sibling(out, "members")
     members, history = [], {}
     for member in range(config.ensemble_size):
@@ -102,16 +115,16 @@ def _train_members(config, out, partial, verbose, extra_callbacks):
         seed = build.member_seed(config, member)
         print(f"Member {member + 1}/{config.ensemble_size} (seed {seed}):")
         keras.utils.set_random_seed(seed)
-        train, validation = build.training_datasets(config, shuffle_seed=seed)
         with strategy.scope():
             model = build.build_model(config, init_seed=seed)
         member_history, records = _fit(
-            config, model, train, validation, member_dir + ".backup", verbose, extra_callbacks
+            config, model, member_dir + ".backup", verbose, extra_callbacks, shuffle_seed=seed
         )
-        with atomic.atomic_directory(member_dir, overwrite=True) as member_partial:
-            model.save(os.path.join(member_partial, "model.keras"))
-            atomic.write_json(os.path.join(member_partial, "history.json"), member_history)
-        shutil.rmtree(member_dir + ".backup", ignore_errors=True)
+        if chief:
+            with atomic.atomic_directory(member_dir, overwrite=True) as member_partial:
+                model.save(os.path.join(member_partial, "model.keras"))
+                atomic.write_json(os.path.join(member_partial, "history.json"), member_history)
+            shutil.rmtree(member_dir + ".backup", ignore_errors=True)
         _eps_plot(
             config,
             records,
@@ -126,11 +139,16 @@ def _train_members(config, out, partial, verbose, extra_callbacks):
 def train_run(config, out, overwrite=False, verbose="auto", extra_callbacks=()):
     """Trains `config` and writes the run directory `out` atomically.
 
-    An interrupted run resumes when run again: Keras's `BackupAndRestore`
-    keeps the last finished epoch (weights, optimizer and AR-AdaLS state) in
-    a hidden `.<out>.backup` sibling, and the finished members of an
-    ensemble trained in sequence wait in `.<out>.members`; both are removed
-    once the run directory is complete.
+    An interrupted run resumes when run again: `backup.WorkerBackupAndRestore`
+    keeps the last finished epochs (weights, optimizer and AR-AdaLS state,
+    the validation score cache) in a hidden `.<out>.backup` sibling, and the
+    finished members of an ensemble trained in sequence wait in
+    `.<out>.members`; both are removed once the run directory is complete.
+    Under `--strategy multiworker` every worker runs this with the same
+    arguments; only the chief writes `out` and the resume state (the others
+    write their copy of the run into a temporary directory that is removed),
+    and every worker resumes from the chief's state, so `out` must be on
+    storage that all workers see.
 
     Args:
         config: a `TrainConfig`.
@@ -142,25 +160,47 @@ def train_run(config, out, overwrite=False, verbose="auto", extra_callbacks=()):
     Returns:
         The per-epoch logs: a dict (one model), or `{"member<i>": dict}` for
         an ensemble trained member by member.
+
+    Raises:
+        FileExistsError: `out` exists and `overwrite` is false.
+        distribution.ClusterError: a worker did not come up or went down.
     """
     config.validate()
-    if os.path.exists(out) and not overwrite:
+    chief = distribution.worker_role(build.make_strategy(config.strategy)).is_chief
+    if chief and os.path.exists(out) and not overwrite:
         raise FileExistsError(f"{out} already exists; pass --overwrite to replace it.")
     sequential = config.ensemble_size > 1 and not (
         config.method == "ar-adals" and config.ensemble_mode == "joint"
     )
-    with atomic.atomic_directory(out, overwrite=overwrite) as partial:
-        train_fn = _train_members if sequential else _train_one
-        model, history = train_fn(config, out, partial, verbose, extra_callbacks)
-        model.save(os.path.join(partial, "model.keras"))
-        atomic.write_json(
-            os.path.join(partial, "config.json"),
-            {"aradals_tf_version": __version__, **dataclasses.asdict(config)},
-        )
-        atomic.write_json(os.path.join(partial, "history.json"), history)
-    # Only now that the run directory is complete: drop the resume state.
-    shutil.rmtree(hidden_sibling(out, "members" if sequential else "backup"), ignore_errors=True)
+    # Saving runs on every worker (as TensorFlow's multi-worker guide asks);
+    # the others' copies go to a directory of their own, removed at the end.
+    scratch = None if chief else tempfile.mkdtemp(prefix="aradals-tf-worker-")
+    target = out if chief else os.path.join(scratch, "run")
+    try:
+        with (
+            distribution.translate_cluster_errors(),
+            atomic.atomic_directory(target, overwrite=overwrite) as partial,
+        ):
+            train_fn = _train_members if sequential else _train_one
+            model, history = train_fn(config, out, partial, verbose, extra_callbacks)
+            model.save(os.path.join(partial, "model.keras"))
+            atomic.write_json(
+                os.path.join(partial, "config.json"),
+                {"aradals_tf_version": __version__, **dataclasses.asdict(config)},
+            )
+            atomic.write_json(os.path.join(partial, "history.json"), history)
+    finally:
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
+    if chief:  # only now that the run directory is complete: drop the resume state
+        resume_state = hidden_sibling(out, "members" if sequential else "backup")
+        shutil.rmtree(resume_state, ignore_errors=True)
     return history
+
+
+def is_chief(config):
+    """Whether this process writes the runs of `config` (its strategy's chief)."""
+    return distribution.worker_role(build.make_strategy(config.strategy)).is_chief
 
 
 def load_run(run_dir):
