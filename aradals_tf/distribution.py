@@ -22,6 +22,7 @@ import contextlib
 import functools
 import json
 import os
+import socket
 import subprocess
 import sys
 
@@ -103,6 +104,39 @@ def parse_tf_config(text):
             f"{len(cluster[task['type']])} tasks."
         )
     return config
+
+
+def loopback_tf_configs(count):
+    """`TF_CONFIG` values of a `count`-worker cluster on 127.0.0.1, one per worker.
+
+    For trying multi-worker training on one machine (and for tests): each
+    worker gets a free port. A port could in principle be taken by another
+    program between this call and the workers' start.
+
+    Args:
+        count: the number of workers.
+
+    Returns:
+        A list of `count` JSON strings, worker `i`'s at index `i`.
+
+    Example:
+
+    >>> configs = loopback_tf_configs(2)
+    >>> json.loads(configs[1])["task"]
+    {'type': 'worker', 'index': 1}
+    """
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        addresses = [f"127.0.0.1:{s.getsockname()[1]}" for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+    return [
+        json.dumps({"cluster": {"worker": addresses}, "task": {"type": "worker", "index": i}})
+        for i in range(count)
+    ]
 
 
 def _startup_timeout():

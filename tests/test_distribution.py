@@ -8,7 +8,6 @@ and kills whatever is left, so a hang fails the test instead of the suite.
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,25 +20,6 @@ from aradals_tf import distribution
 WORKER = os.path.join(os.path.dirname(__file__), "distributed_worker.py")
 EPOCHS = 4
 LIMIT_S = 240
-
-
-def _free_ports(count):
-    sockets = [socket.socket() for _ in range(count)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
-
-
-def _tf_config(ports, index):
-    return json.dumps(
-        {
-            "cluster": {"worker": [f"127.0.0.1:{port}" for port in ports]},
-            "task": {"type": "worker", "index": index},
-        }
-    )
 
 
 def _start(spec, tf_config=None, **env):
@@ -66,21 +46,42 @@ def _finish(processes, limit=LIMIT_S):
             out, err = process.communicate(timeout=max(1.0, deadline - time.monotonic()))
             outputs.append((process.returncode, out, err))
     finally:
-        strays = []
         for process in processes:
             if process.poll() is None:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
-            try:  # anything left in the process's group (a watchdog, a child)?
-                os.killpg(process.pid, signal.SIGKILL)
-                strays.append(process.pid)
-            except ProcessLookupError:
-                pass
+    # Anything still running in a process's group (a watchdog, a child) is a
+    # stray; a member that is just exiting gets a moment to go.
+    strays = []
+    for process in processes:
+        deadline = time.monotonic() + 5
+        while _running_members(process.pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if _running_members(process.pid):
+            strays.append(process.pid)
+            os.killpg(process.pid, signal.SIGKILL)
     assert not strays, f"processes left behind by {strays}"
     return outputs
 
 
-def _two_workers(tmp, name, ports, pause_at=None):
+def _running_members(group):
+    """Processes of a process group that are not zombies (Linux /proc)."""
+    members = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as stream:
+                fields = stream.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        state, pgid = fields[0], int(fields[2])
+        if pgid == group and state != "Z":
+            members.append(int(entry))
+    return members
+
+
+def _two_workers(tmp, name, tf_configs, pause_at=None):
     """Both workers of one cluster, with the same run directory (as users run
     them), each with a temporary directory of its own to check for leftovers."""
     processes = []
@@ -95,7 +96,7 @@ def _two_workers(tmp, name, ports, pause_at=None):
             spec["pause_at"] = pause_at
         scratch = tmp / name / f"tmp{index}"
         scratch.mkdir(exist_ok=True)
-        processes.append(_start(spec, _tf_config(ports, index), TMPDIR=str(scratch)))
+        processes.append(_start(spec, tf_configs[index], TMPDIR=str(scratch)))
     return processes
 
 
@@ -111,7 +112,7 @@ def uninterrupted(tmp_path_factory):
     (tmp / "two").mkdir()
     (tmp / "mirrored").mkdir()
     started = time.monotonic()
-    processes = _two_workers(tmp, "two", _free_ports(2))
+    processes = _two_workers(tmp, "two", distribution.loopback_tf_configs(2))
     outputs = _finish(processes)
     for code, _, err in outputs:
         assert code == 0, err[-3000:]
@@ -165,8 +166,8 @@ def test_killed_worker_resumes_from_its_last_epoch(uninterrupted, tmp_path):
     (tmp_path / "killed").mkdir()
     # Worker 1 pauses in the middle of the third epoch (index 2); worker 0 then
     # waits in the step's all-reduce. Two epochs are backed up by then.
-    ports = _free_ports(2)
-    processes = _two_workers(tmp_path, "killed", ports, pause_at=[2, 3])
+    tf_configs = distribution.loopback_tf_configs(2)
+    processes = _two_workers(tmp_path, "killed", tf_configs, pause_at=[2, 3])
     marker = tmp_path / "killed" / "worker1.npz.paused"
     deadline = time.monotonic() + LIMIT_S
     while not marker.exists() and time.monotonic() < deadline:
@@ -180,7 +181,7 @@ def test_killed_worker_resumes_from_its_last_epoch(uninterrupted, tmp_path):
     assert killed == -signal.SIGKILL
     assert survivor != 0 and "restart every worker" in survivor_err
     # The restart: the same command on both workers, no pause this time.
-    for code, _, err in _finish(_two_workers(tmp_path, "killed", ports)):
+    for code, _, err in _finish(_two_workers(tmp_path, "killed", tf_configs)):
         assert code == 0, err[-3000:]
     resumed = _states(tmp_path, "killed")
     reference = _states(tmp, "two")[0]
@@ -241,14 +242,16 @@ def test_malformed_tf_config_is_one_line_error(tf_config, message, tmp_path):
 def test_missing_or_miscounted_workers_end_within_the_timeout(tmp_path):
     """A worker whose peer never comes up, and two workers that disagree on
     the cluster's size: each ends with the one-line error, none hangs."""
-    ports = _free_ports(5)
-    alone = _cli(
-        _tf_config(ports[3:], 0), OUT_DIR=str(tmp_path / "a"), ARADALS_TF_CLUSTER_TIMEOUT="8"
-    )
+    three = distribution.loopback_tf_configs(3)
+    addresses = json.loads(three[0])["cluster"]["worker"]
+    two = json.dumps({"cluster": {"worker": addresses[:2]}, "task": {"type": "worker", "index": 0}})
+    timeout = {"ARADALS_TF_CLUSTER_TIMEOUT": "8"}
+    # Worker 0 of a cluster of two whose worker 1 never starts.
+    alone = _cli(distribution.loopback_tf_configs(2)[0], OUT_DIR=str(tmp_path / "a"), **timeout)
     # Worker 0 of a cluster of two; worker 1 thinks there are three.
     pair = [
-        _cli(_tf_config(ports[:2], 0), OUT_DIR=str(tmp_path / "b"), ARADALS_TF_CLUSTER_TIMEOUT="8"),
-        _cli(_tf_config(ports[:3], 1), OUT_DIR=str(tmp_path / "c"), ARADALS_TF_CLUSTER_TIMEOUT="8"),
+        _cli(two, OUT_DIR=str(tmp_path / "b"), **timeout),
+        _cli(three[1], OUT_DIR=str(tmp_path / "c"), **timeout),
     ]
     started = time.monotonic()
     outputs = _finish([alone, *pair], limit=90)
@@ -290,3 +293,11 @@ def test_sum_across_workers_is_the_value_in_one_process():
     value = np.arange(6.0).reshape(2, 3)
     np.testing.assert_array_equal(distribution.sum_across_workers(value), value)
     assert distribution.worker_role() == distribution.WorkerRole(0, 1, True)
+
+
+def test_loopback_tf_configs_are_a_valid_cluster_with_distinct_ports():
+    configs = [distribution.parse_tf_config(c) for c in distribution.loopback_tf_configs(3)]
+    addresses = configs[0]["cluster"]["worker"]
+    assert len(set(addresses)) == 3 and all(a.startswith("127.0.0.1:") for a in addresses)
+    assert [c["task"]["index"] for c in configs] == [0, 1, 2]
+    assert all(c["cluster"] == configs[0]["cluster"] for c in configs)
