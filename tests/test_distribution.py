@@ -301,3 +301,10 @@ def test_loopback_tf_configs_are_a_valid_cluster_with_distinct_ports():
     assert len(set(addresses)) == 3 and all(a.startswith("127.0.0.1:") for a in addresses)
     assert [c["task"]["index"] for c in configs] == [0, 1, 2]
     assert all(c["cluster"] == configs[0]["cluster"] for c in configs)
+
+
+def test_one_strategy_per_process():
+    """Collectives are configured once per process: every run shares one strategy."""
+    from aradals_tf.experiments import build
+
+    assert build.make_strategy("mirrored") is build.make_strategy("mirrored")
