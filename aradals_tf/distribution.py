@@ -156,9 +156,10 @@ def multi_worker_strategy():
 
     The cluster comes from `TF_CONFIG` (checked first; without it, one worker
     on the local devices). A worker waits at most `ARADALS_TF_CLUSTER_TIMEOUT`
-    seconds (default 300) for the others, and a peer that stops answering for
-    about 15 seconds aborts every collective, so a bad cluster or a dead
-    worker ends in `ClusterError` instead of a hang.
+    seconds (default 300) for the others; a peer that dies later stops
+    sending the coordination service's heartbeats, which aborts every
+    collective. Either way the worker ends with an error instead of a hang
+    (`translate_cluster_errors` words it).
 
     Returns:
         The `tf.distribute.MultiWorkerMirroredStrategy`.
@@ -236,7 +237,13 @@ def translate_cluster_errors():
             "TF_CONFIG cluster list (only the task index differs)."
         ) from None
     except (tf.errors.UnavailableError, tf.errors.DeadlineExceededError) as error:
-        first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        # Only a collective's or a peer's failure: the same error types also
+        # come from elsewhere (a remote file system, for one).
+        if "ollective" not in str(error) and "/job:" not in str(error):
+            raise
+        lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+        telling = [line for line in lines if "unhealthy" in line or "aborted" in line]
+        first = (telling or lines or [""])[0]
         raise ClusterError(
             "a worker is unreachable or stopped during training "
             f"({type(error).__name__}: {first[:200]}); restart every worker with "

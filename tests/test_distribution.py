@@ -308,3 +308,29 @@ def test_one_strategy_per_process():
     from aradals_tf.experiments import build
 
     assert build.make_strategy("mirrored") is build.make_strategy("mirrored")
+
+
+def test_cluster_errors_are_translated_and_others_left_alone():
+    import tensorflow as tf
+
+    aborted = tf.errors.UnavailableError(
+        None,
+        None,
+        "Graph execution error:\n\nCollective ops is aborted by: the following tasks are unhealthy "
+        "(stopped sending heartbeats): /job:worker/replica:0/task:1",
+    )
+    with pytest.raises(distribution.ClusterError, match="unhealthy.*restart every worker"):
+        with distribution.translate_cluster_errors():
+            raise aborted
+    mismatch = tf.errors.InternalError(None, None, "Device is joining a group with size3, but ...")
+    with pytest.raises(distribution.ClusterError, match="disagree on the cluster's size"):
+        with distribution.translate_cluster_errors():
+            raise mismatch
+    # The same error types from elsewhere are not a cluster's.
+    for error in (
+        tf.errors.UnavailableError(None, None, "storage.example.com: connection refused"),
+        tf.errors.InternalError(None, None, "something else"),
+    ):
+        with pytest.raises(type(error)):
+            with distribution.translate_cluster_errors():
+                raise error
