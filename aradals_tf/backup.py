@@ -81,7 +81,6 @@ class WorkerBackupAndRestore(keras.callbacks.BackupAndRestore):
         self.model._initial_epoch = epoch
 
     def on_epoch_end(self, epoch, logs=None):
-        self._current_epoch = epoch + 1
         if distribution.worker_role(self.model.distribute_strategy).is_chief:
             self._save_state(epoch + 1)
 

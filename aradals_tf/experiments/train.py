@@ -57,16 +57,15 @@ def _fit(config, model, backup_dir, verbose, extra_callbacks, shuffle_seed=None)
     # After the eps update in the callback order, so a backup holds the epoch's eps.
     resume.stateful_callbacks = [adaptive] if adaptive else []
     callbacks.insert(1 if adaptive else 0, resume)
-    with distribution.translate_cluster_errors():
-        history = model.fit(
-            train,
-            validation_data=validation_data,
-            epochs=config.epochs,
-            steps_per_epoch=build.steps_per_epoch(config),
-            callbacks=callbacks,
-            shuffle=False,  # the dataset shuffles itself, seeded
-            verbose=verbose,
-        )
+    history = model.fit(
+        train,
+        validation_data=validation_data,
+        epochs=config.epochs,
+        steps_per_epoch=build.steps_per_epoch(config),
+        callbacks=callbacks,
+        shuffle=False,  # the dataset shuffles itself, seeded
+        verbose=verbose,
+    )
     history = {key: [float(v) for v in values] for key, values in history.history.items()}
     return history, (adaptive.records if adaptive else [])
 
