@@ -96,13 +96,21 @@ def _check_range(x, clip_min, clip_max):
         )
 
 
+# Models whose outputs were checked to be logits: the check costs an eager
+# forward pass, which a scorer called batch by batch would pay every time.
+_CHECKED_LOGITS = weakref.WeakSet()
+
+
 def _check_outputs_logits(model, x):
+    if model in _CHECKED_LOGITS:
+        return
     probe = np.asarray(model_logits(model, tf.convert_to_tensor(x[:2], tf.float32)))
     if np.all(probe >= 0) and np.allclose(probe.sum(axis=-1), 1.0, atol=1e-4):
         raise ValueError(
             "The model seems to output probabilities (rows sum to 1); the "
             "attack needs logits: remove the final softmax."
         )
+    _CHECKED_LOGITS.add(model)
 
 
 def adversarial_robustness(

@@ -4,8 +4,8 @@
 For each mode it trains with `aradals-tf train`'s code path (same backbone,
 optimizer, data, epochs, validation pass), records seconds per epoch (median
 of the epochs after the first, which includes tracing), and evaluates test
-ECE clean and averaged over the corruption suite (9 corruptions x severities
-1-5). Modes:
+ECE clean and averaged over the test corruption suite (the 15 benchmark types x
+severities 1-5). Modes:
   vanilla               hard labels, no attack;
   attack every epoch    AR-AdaLS, strata by the growing-radius attack (T=10) of
                         every example in every epoch (`rescore_every=1`);
