@@ -50,8 +50,20 @@ RESAMPLES = 1000
 
 
 def _runs(study, method):
-    """The run directories of `method`, one per fold (seed 0), in fold order."""
-    runs = sorted(glob.glob(os.path.join(study, method, "fold*", "*", "seed0")))
+    """The run directories of `method`, one per fold (seed 0), in fold order.
+
+    With a grid, a fold holds one directory per candidate: the ones the
+    comparison chose are listed in its comparison.json.
+    """
+    chosen = atomic.read_json(os.path.join(study, "comparison.json"))["methods"]
+    if method in chosen and "run_dirs" in chosen[method]:
+        runs = [
+            os.path.join(study, run)
+            for run in chosen[method]["run_dirs"]
+            if os.path.basename(run) == "seed0"
+        ]
+    else:  # a comparison.json written before run_dirs: one candidate per fold
+        runs = sorted(glob.glob(os.path.join(study, method, "fold*", "*", "seed0")))
     if not runs:
         raise SystemExit(f"no runs of {method!r} under {study}")
     return runs

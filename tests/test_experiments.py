@@ -244,6 +244,14 @@ def test_cross_fitted_comparison_tests_every_example_once_with_paired_verdicts(
     assert evidence["examples"] == 1797  # every example of digits, once
     # Settings chosen per fold on that fold's validation split.
     assert len(summary["methods"]["ls"]["settings_by_fold"]) == 3
+    # The runs behind each row: the chosen candidate's directory in each fold.
+    for fold, (settings, run) in enumerate(
+        zip(summary["methods"]["ls"]["settings_by_fold"], summary["methods"]["ls"]["run_dirs"])
+    ):
+        assert run == os.path.join(
+            "ls", f"fold{fold}", f"label_smoothing{settings['label_smoothing']}", "seed0"
+        )
+        assert os.path.isfile(os.path.join(out, run, "predictions_test.npz"))
     # The pooled clean ECE is the ECE of the three folds' test predictions together.
     labels, logits = [], []
     for run in summary["methods"]["vanilla"]["runs"]:

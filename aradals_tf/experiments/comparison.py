@@ -266,6 +266,8 @@ def run_comparison(
         rows[label] = _method_row(
             method, {**fixed, **chosen_by_fold[0]}, selections, seeds, summaries
         )
+        # Relative, so that a moved or copied study directory still names its runs.
+        rows[label]["run_dirs"] = [os.path.relpath(run_dir, out) for run_dir, _ in runs[label]]
         if folds is not None:
             rows[label]["settings_by_fold"] = [{**fixed, **c} for c in chosen_by_fold]
     if verbose:
