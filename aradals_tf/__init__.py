@@ -7,19 +7,8 @@ do not pay for importing TensorFlow until a name is used):
 """
 
 import importlib
-import os
 
 from aradals_tf.version import __version__
-
-# oneDNN, TensorFlow's CPU kernels, keeps 1,024 prepared kernels per process by
-# default, one per op and input shape. The attack's compacted loop runs the
-# model on a batch that shrinks at every step, which needs more shapes than
-# that: the cache then thrashes and the loop rebuilds kernels on every call
-# (slower and less steady in scripts/bench_robustness.py). TensorFlow reads it
-# when it loads, so
-# it counts only when aradals_tf is imported first (the CLI always is); a
-# value the user set wins.
-os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "4096")
 
 # public name -> module that defines it
 _PUBLIC = {

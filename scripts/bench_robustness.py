@@ -29,8 +29,6 @@ import os
 import tempfile
 import time
 
-import aradals_tf  # noqa: F401  (first: its oneDNN setting must precede TensorFlow's import)
-
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402

@@ -401,23 +401,3 @@ def test_compacted_attack_gives_the_levels_and_radii_of_the_whole_batch_attack(
     assert 0 < np.sum(level < 10) and len(set(level)) > 3  # flips at many different steps
     if labels:
         assert np.any(radius.numpy() == 0.0)  # misclassified from the start
-
-
-def test_importing_the_package_sizes_onednn_kernel_cache_unless_the_user_did():
-    """The attack's shrinking batches need more oneDNN kernels than its default
-    cache holds; the setting must be in place before TensorFlow loads."""
-    import os
-    import subprocess
-    import sys
-
-    code = "import os, aradals_tf, tensorflow; print(os.environ['ONEDNN_PRIMITIVE_CACHE_CAPACITY'])"
-    env = {k: v for k, v in os.environ.items() if k != "ONEDNN_PRIMITIVE_CACHE_CAPACITY"}
-    default = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
-    assert default.stdout.strip() == "4096", default.stderr[-2000:]
-    chosen = subprocess.run(
-        [sys.executable, "-c", code],
-        env={**env, "ONEDNN_PRIMITIVE_CACHE_CAPACITY": "77"},
-        capture_output=True,
-        text=True,
-    )
-    assert chosen.stdout.strip() == "77"
