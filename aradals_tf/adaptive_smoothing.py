@@ -1,33 +1,38 @@
-"""The `AdaptiveSmoothing` callback: AR-AdaLS's per-epoch eps update.
+"""The `AdaptiveSmoothing` callback: the validation data and schedule of the eps update.
 
-After every epoch it scores validation data as the model scores its training
-data (attack, first-order, margin or confidence), buckets it with the model's
-stratum thresholds and moves each stratum's eps by `alpha (conf_r - acc_r)`
-(or by the relative or shrunk step of `smoothing.update_eps`).
+After every epoch it scores the validation data as the model scores its
+training data (the model's score source, inference mode, the same cache
+rotation for the costly scores), buckets it with the model's strata, and
+lets the model's eps rule (`eps_rules`) move each stratum's eps. What the
+update measures, how far it is trusted and when it starts are here; how eps
+moves is the rule's.
 """
 
-import weakref
+import warnings
 
 import numpy as np
 import tensorflow as tf
 
+from aradals_tf import choices
 from aradals_tf import distribution
+from aradals_tf import eps_rules
 from aradals_tf import losses
-from aradals_tf import smoothing
+from aradals_tf import scores
 from aradals_tf import training
+from aradals_tf.fitting import EpsUpdateCallback
 
 
-def _batched(validation_data, batch_size):
-    """A batched dataset from `(x, y)` arrays or a (batched or not) tf.data.Dataset."""
+def _batched(validation_data, batch_size, input_rank):
+    """A batched dataset from `(x, y)` arrays or a (batched or not) tf.data.Dataset.
+
+    A dataset counts as batched when its inputs have the backbone's input
+    rank (batch dimension included), whatever that dimension's static size
+    (where the rank is not known: when their first dimension is unknown).
+    """
     if isinstance(validation_data, tf.data.Dataset):
-        image_spec = validation_data.element_spec[0]
-        if (
-            image_spec.shape.rank is not None
-            and image_spec.shape.rank >= 2
-            and image_spec.shape[0] is None
-        ):
-            return validation_data  # already batched
-        return validation_data.batch(batch_size)
+        shape = validation_data.element_spec[0].shape
+        batched = shape.rank == input_rank if input_rank else shape[:1].as_list() == [None]
+        return validation_data if batched else validation_data.batch(batch_size)
     if isinstance(validation_data, (tuple, list)) and len(validation_data) == 2:
         return tf.data.Dataset.from_tensor_slices(
             (np.asarray(validation_data[0], np.float32), np.asarray(validation_data[1]))
@@ -35,31 +40,6 @@ def _batched(validation_data, batch_size):
     raise ValueError(
         "validation_data must be a tf.data.Dataset of (x, y) or a tuple (x, y) of arrays."
     )
-
-
-# model -> its compiled scoring pass: a new tf.function per epoch would
-# retrace every time, which cost most of the scoring pass.
-_SCORING_FUNCTIONS = weakref.WeakKeyDictionary()
-
-
-def _scoring_function(model):
-    if model not in _SCORING_FUNCTIONS:
-        model_ref = weakref.ref(model)  # the cache must not keep the model alive
-        training_mode = model.scores_in_training_mode
-
-        @tf.function(reduce_retracing=True)
-        def score(x):
-            bins, logits = model_ref().strata_scores(x, training=training_mode)
-            if training_mode:  # calibration is measured in inference mode
-                logits = model_ref().backbone(x, training=False)
-            return bins, logits
-
-        @tf.function(reduce_retracing=True)
-        def inference_logits(x):
-            return model_ref().backbone(x, training=False)
-
-        _SCORING_FUNCTIONS[model] = score, inference_logits
-    return _SCORING_FUNCTIONS[model]
 
 
 class ValidationScores:
@@ -101,25 +81,27 @@ class ValidationScores:
         self.epoch = int(state["epoch"])
 
 
-def _local_pass(model, batches, cache):
-    """Scores `(positions, x, y)` batches: `(positions, bins, logits, labels)`."""
-    score, inference_logits = _scoring_function(model)
-    positions_seen, all_bins, all_logits, labels = [], [], [], []
-    for positions, x, y in batches:
-        positions = np.asarray(positions)
-        if cache is None:
-            bins, logits = score(x)
-            bins = np.asarray(bins)
-        else:
-            due = cache.due(positions)
-            fresh = score(tf.boolean_mask(x, due))[0].numpy() if due.any() else []
-            bins = cache.merge(positions, due, fresh)
-            logits = inference_logits(x)
-        positions_seen.append(positions)
-        all_bins.append(bins)
-        all_logits.append(np.asarray(tf.cast(logits, tf.float32)))
-        labels.append(np.asarray(losses.flat_labels(y)))
-    return [np.concatenate(parts) for parts in (positions_seen, all_bins, all_logits, labels)]
+def _input_rank(model):
+    """The rank of the backbone's batched inputs (None where it is not known)."""
+    backbone = model.backbone
+    while not getattr(backbone, "inputs", None) and getattr(backbone, "members", None):
+        backbone = backbone.members[0]  # a LogitEnsemble's members share its inputs
+    inputs = getattr(backbone, "inputs", None)
+    return len(inputs[0].shape) if inputs else None
+
+
+def _compiled(model):
+    """`(logits_fn, bins_fn)`: the inference-mode passes, compiled once per callback."""
+
+    @tf.function(reduce_retracing=True)
+    def logits_of(x):
+        return model.backbone(x, training=False)
+
+    @tf.function(reduce_retracing=True)
+    def bins_of(x):
+        return scores.score_bins(model.source(model.backbone, x)[0])
+
+    return logits_of, bins_of
 
 
 def _positioned(validation_data, batch_size, shard=(0, 1)):
@@ -153,72 +135,66 @@ def _assemble(strategy, positions, bins, logits, labels):
     return rows[:, 0].astype(np.int32), rows[:, 2:].astype(np.float32), rows[:, 1].astype(np.int32)
 
 
-def validation_pass(model, validation_data, batch_size=500, cache=None):
-    """Scores and buckets validation data as the model does its training data.
-
-    Each example is scored as the model scores its training examples (its
-    `strata_by`, current weights, the same `training` flag: BatchNorm
-    statistics that a training-mode pass moves are restored afterwards) and
-    bucketed with the current thresholds; its logits are the model's in
-    inference mode. With a `ValidationScores` cache only the examples due
-    this epoch are scored; the others keep their cached scores (their logits
-    are always this epoch's). Under a multi-worker strategy each worker
-    scores every `n`-th example only and the results are summed across
-    workers, so every worker returns the same arrays for the whole split.
+def validation_pass(model, batches, functions, cache=None, with_scores=True):
+    """Scores and classifies batched validation data as the model does its training data.
 
     Args:
         model: an `ARAdaLSModel`.
-        validation_data: `(x, y)` arrays or a dataset of `(x, y)`.
-        batch_size: batch size when `validation_data` is unbatched.
-        cache: optional `ValidationScores`; the data must then come in the
-            same order every epoch.
+        batches: a batched dataset of `(x, y)`, in the same order every epoch.
+        functions: `_compiled(model)`.
+        cache: optional `ValidationScores`: only the examples due this epoch
+            are scored, the others keep their scores (as training examples do).
+        with_scores: False for the logits alone (bins are then zeros).
 
     Returns:
-        `(strata, logits, labels)`: int32 `[n]`, float32 `[n, K]`, int32 `[n]`.
+        `(bins, logits, labels)`: int32 `[n]`, float32 `[n, K]`, int32 `[n]`
+        numpy, the whole split on every worker.
     """
+    logits_of, bins_of = functions
     strategy = model.distribute_strategy
     role = distribution.worker_role(strategy)
-    # A training-mode pass moves BatchNorm statistics: keep them to put back.
-    moved = model.backbone.non_trainable_variables if model.scores_in_training_mode else []
-    state = [v.numpy() for v in moved]
-    try:
-        batches = _positioned(
-            _batched(validation_data, batch_size), batch_size, (role.index, role.count)
-        )
-        positions, bins, logits, labels = _local_pass(model, batches, cache)
-    finally:
-        for variable, value in zip(moved, state):
-            variable.assign(value)
+    parts = []
+    batch_size = 500
+    for positions, x, y in _positioned(batches, batch_size, (role.index, role.count)):
+        logits = np.asarray(tf.cast(logits_of(x), tf.float32))
+        bins = np.zeros(len(positions), np.int32)
+        if with_scores:
+            due = cache.due(positions) if cache is not None else np.ones(len(positions), bool)
+            if not due.any():
+                fresh = np.zeros(0, np.int32)
+            elif model.source.costly:
+                fresh = bins_of(tf.boolean_mask(x, due)).numpy()
+            else:  # the forward-pass scores come with the logits
+                fresh = scores.score_bins(model.source.score_of_logits(logits[due])).numpy()
+            bins = cache.merge(positions, due, fresh) if cache is not None else fresh
+        labels = np.asarray(losses.class_labels(y, model.num_classes))
+        parts.append((positions, bins, logits, labels))
+    positions, bins, logits, labels = (np.concatenate(p) for p in zip(*parts))
     if role.count > 1:
         bins, logits, labels = _assemble(strategy, positions, bins, logits, labels)
-        if cache is not None:
+        if cache is not None and with_scores:
             cache.replace(bins)
-    return model.strata_of(bins), tf.constant(logits), tf.constant(labels)
+    return bins, logits, labels
 
 
-def stratum_statistics(model, validation_data, batch_size=500, passed=None):
-    """Per-stratum validation count, mean confidence, accuracy and the
-    standard error of `conf - acc`, of a model (see `validation_pass`).
+def trust(validation_accuracy, training_accuracy, num_classes):
+    """How far a validation pass can be believed, in [0, 1].
 
-    Args:
-        model: an `ARAdaLSModel`.
-        validation_data: `(x, y)` arrays or a dataset of `(x, y)`.
-        batch_size: batch size when `validation_data` is unbatched.
-        passed: the `validation_pass` output, if already computed.
+    The inference-mode validation accuracy above chance, over the training
+    steps' accuracy above chance (clipped to [0, 1]). Near 1 once the
+    validation pass sees the network that trains; near 0 when its inference
+    mode is not that network yet, as with BatchNorm moving statistics early
+    in training (validation near chance while training batches are right).
 
-    Returns:
-        `(count, confidence, accuracy, gap_standard_error)`, float32 numpy
-        `[R]` each.
+    Example:
+
+    >>> trust(0.10, 0.92, 10)
+    0.0
     """
-    strata, logits, labels = passed or validation_pass(model, validation_data, batch_size)
-    probs = tf.nn.softmax(logits)
-    confidence = tf.reduce_max(probs, axis=-1)
-    correct = tf.equal(tf.argmax(probs, axis=-1, output_type=tf.int32), labels)
-    count, mean_confidence, accuracy = smoothing.stratum_calibration(
-        strata, confidence, correct, model.num_strata
-    )
-    error = smoothing.stratum_gap_standard_error(strata, confidence, correct, model.num_strata)
-    return count.numpy(), mean_confidence.numpy(), accuracy.numpy(), error.numpy()
+    chance = 1.0 / num_classes
+    if not training_accuracy > chance:
+        return 0.0
+    return float(np.clip((validation_accuracy - chance) / (training_accuracy - chance), 0.0, 1.0))
 
 
 def _validation_logs(model, logits, labels):
@@ -226,6 +202,7 @@ def _validation_logs(model, logits, labels):
     cross-entropy as `val_loss` and every compiled metric, as `fit`'s own
     validation pass would write them (the metrics are reset at each epoch's
     start, so reusing them here leaves training's logs as they were)."""
+    logits, labels = tf.constant(logits), tf.constant(labels)
     loss = tf.reduce_mean(
         tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
     )
@@ -241,52 +218,78 @@ def _validation_logs(model, logits, labels):
     return logs
 
 
-class AdaptiveSmoothing(training.EpsUpdateCallback):
+class AdaptiveSmoothing(EpsUpdateCallback):
     """Adapts an `ARAdaLSModel`'s per-stratum smoothing after every epoch.
 
-    At each epoch end: score `validation_data`'s robustness with the current
-    weights, bucket it with the training thresholds, compute each stratum's
-    mean confidence and accuracy, and update
-    `eps_r <- clip(eps_r + alpha (conf_r - acc_r), 0, eps_cap)` (`alpha`,
-    `eps_cap` and the rule, `eps_update`, are the model's). Writes
-    `stratum{r}_eps`, `stratum{r}_conf` and `stratum{r}_acc` into `logs`, so
-    `History`, `CSVLogger` and `TensorBoard` record them, and keeps them with
-    each stratum's validation count and the thresholds in `self.records` (one
-    dict per epoch) for `plots.eps_per_stratum`.
+    At each epoch end from `warmup_epochs` on: score `validation_data`'s
+    robustness with the current weights (the model's score source and
+    `rescore_every`), bucket it with the model's strata, and update eps with
+    the model's rule (`model.eps_rule`), scaled by `trust` (how far the
+    inference-mode validation pass agrees with the training steps'
+    accuracy). The training examples are scored from that same epoch on.
+
+    Writes into `logs` (so `History`, `CSVLogger` and `TensorBoard` record
+    them) `eps_min`, `eps_mean`, `eps_max` and `eps_trust`, and per stratum
+    `stratum{r}_eps`, `_conf`, `_acc` and `_val_count` (the progress bar shows
+    only the first four); keeps every epoch's figures in `self.records` for
+    `plots.eps_per_stratum`.
 
     Args:
         validation_data: `(x, y)` arrays or a `tf.data.Dataset` of `(x, y)`
-            (batched or not); held out from training.
+            (batched or not), held out from training, in the same order
+            every epoch.
         batch_size: batch size for unbatched validation data.
-        rescore_every: k: re-score each validation example's robustness once
-            every k epochs (cached in between; confidence and accuracy are
-            always this epoch's), as `ARAdaLSModel(rescore_every=k)` does for
-            training examples. k > 1 needs validation data in the same order
-            every epoch (arrays, or a dataset without reshuffling).
-        validation_metrics: also write `val_loss` (hard-label cross-entropy)
-            and `val_<metric>` for every compiled metric from the same pass,
-            so that `fit` needs no `validation_data` of its own: one pass
-            over the validation split per epoch instead of two.
+        warmup_epochs: the epochs before the first update (1: a network in
+            its first epoch is no guide to its calibration).
+        validation_metrics: also write `val_loss` and `val_<metric>` for every
+            compiled metric from the same pass, so that `fit` needs no
+            `validation_data` of its own; where `fit` has its own, its
+            `val_*` logs stay and these are not written.
 
     Example:
 
     ```python
     adaptive = AdaptiveSmoothing((x_val, y_val))
-    model.fit(train, epochs=20, callbacks=[adaptive])
+    model.fit(x_train, y_train, epochs=20, callbacks=[adaptive])
     plots.eps_per_stratum(adaptive.records, "eps.png")
     ```
     """
 
-    def __init__(self, validation_data, batch_size=500, rescore_every=1, validation_metrics=False):
+    def __init__(
+        self,
+        validation_data,
+        batch_size=500,
+        warmup_epochs=choices.DEFAULT_WARMUP_EPOCHS,
+        validation_metrics=False,
+    ):
         super().__init__()
-        self.validation_data = _batched(validation_data, batch_size)
-        if isinstance(rescore_every, bool) or int(rescore_every) != rescore_every:
-            raise ValueError(f"rescore_every must be an integer >= 1; got {rescore_every!r}.")
-        if int(rescore_every) < 1:
-            raise ValueError(f"rescore_every must be an integer >= 1; got {rescore_every!r}.")
-        self.cache = ValidationScores(rescore_every) if int(rescore_every) > 1 else None
+        if isinstance(warmup_epochs, bool) or int(warmup_epochs) != warmup_epochs:
+            raise ValueError(f"warmup_epochs must be an integer >= 0; got {warmup_epochs!r}.")
+        if int(warmup_epochs) < 0:
+            raise ValueError(f"warmup_epochs must be an integer >= 0; got {warmup_epochs!r}.")
+        self.validation_data = validation_data
+        self.batch_size = int(batch_size)
+        self.warmup_epochs = int(warmup_epochs)
         self.validation_metrics = validation_metrics
+        self.cache = None
         self.records = []
+        self._batches = None
+        self._functions = None
+
+    def validation_size(self, model):
+        """The number of validation examples (one pass to count a dataset)."""
+        batches = _batched(self.validation_data, self.batch_size, _input_rank(model))
+        return int(batches.reduce(np.int64(0), lambda n, e: n + tf.shape(e[0], tf.int64)[0]))
+
+    def set_model(self, model):
+        if not isinstance(model, training.ARAdaLSModel):
+            raise ValueError(
+                f"AdaptiveSmoothing adapts an ARAdaLSModel's smoothing; got {type(model).__name__}."
+            )
+        if model is not getattr(self, "model", None):
+            self._functions = _compiled(model)
+            self._batches = _batched(self.validation_data, self.batch_size, _input_rank(model))
+        super().set_model(model)
 
     def get_state(self):
         """The callback's state for a backup: the cached validation scores and the records."""
@@ -297,39 +300,76 @@ class AdaptiveSmoothing(training.EpsUpdateCallback):
 
     def set_state(self, state):
         """Restores a `get_state()` (see `backup.WorkerBackupAndRestore`)."""
-        if self.cache is not None and state["cache"] is not None:
+        if state["cache"] is not None:
+            self.cache = ValidationScores(self.model.rescore_every)
             self.cache.set_state(state["cache"])
         self.records = list(state["records"])
 
+    def on_train_begin(self, logs=None):
+        self.model.strata.scoring_from_epoch.assign(self.warmup_epochs)
+        if self.cache is None and self.model.rescore_every > 1:
+            self.cache = ValidationScores(self.model.rescore_every)
+
     def on_epoch_end(self, epoch, logs=None):
         model = self.model
-        if not isinstance(model, training.ARAdaLSModel):
-            raise ValueError("AdaptiveSmoothing needs an ARAdaLSModel.")
-        if self.cache is not None:
-            self.cache.epoch = epoch
-        passed = validation_pass(model, self.validation_data, cache=self.cache)
-        count, confidence, accuracy, error = stratum_statistics(model, None, passed=passed)
-        eps = smoothing.update_eps(
-            model.stratum_eps,
-            confidence,
-            accuracy,
-            count,
-            model.alpha,
-            model.eps_cap,
-            rule=model.eps_update,
-            gap_standard_error=error,
-        )
-        model.stratum_eps.assign(eps)
-        record = {"epoch": epoch}
-        for r in range(model.num_strata):
-            record[f"stratum{r}_eps"] = float(eps[r])
-            record[f"stratum{r}_conf"] = float(confidence[r])
-            record[f"stratum{r}_acc"] = float(accuracy[r])
-            record[f"stratum{r}_count"] = float(count[r])
-            record[f"stratum{r}_gap_se"] = float(error[r])
+        scoring = bool(model.strata.scoring())
+        passed = None
+        if scoring or self.validation_metrics:
+            if self.cache is not None:
+                self.cache.epoch = int(model.score_cache.epoch.numpy())
+            passed = validation_pass(
+                model, self._batches, self._functions, self.cache, with_scores=scoring
+            )
+        record = {"epoch": epoch, **self._update(passed if scoring else None)}
         self.records.append(record)
-        record["thresholds"] = [int(t) for t in np.asarray(model.stratum_thresholds)]
-        if logs is not None:
-            logs.update({k: v for k, v in record.items() if k.endswith(("_eps", "_conf", "_acc"))})
-            if self.validation_metrics:
+        if logs is None:
+            return
+        logs.update({k: v for k, v in record.items() if k.startswith(("eps_", "stratum"))})
+        if self.validation_metrics:
+            if any(key.startswith("val_") for key in logs):
+                if not getattr(self, "_warned", False):
+                    self._warned = True
+                    warnings.warn(
+                        "fit has validation_data of its own: its val_* logs are kept and "
+                        "AdaptiveSmoothing(validation_metrics=True) writes none.",
+                        stacklevel=2,
+                    )
+            else:
                 logs.update(_validation_logs(model, passed[1], passed[2]))
+
+    def _update(self, passed):
+        """Moves eps (given this epoch's scored pass) and returns the epoch's figures."""
+        model, strata = self.model, self.model.strata
+        eps = model.stratum_eps.numpy()
+        unknown = np.full(strata.num_strata, np.nan)
+        per_stratum = dict(conf=unknown, acc=unknown, val_count=unknown, gap_se=unknown)
+        figures = {"eps_trust": float("nan"), "thresholds": []}
+        if passed is not None:
+            bins, logits, labels = passed
+            statistics = eps_rules.ValidationStatistics.from_logits(
+                strata.assign(bins).numpy(),
+                strata.quantile(bins).numpy(),
+                logits,
+                labels,
+                strata.num_strata,
+            )
+            count, correct = strata.train_count.numpy(), strata.train_correct.numpy()
+            figures["eps_trust"] = trust(
+                statistics.correct.mean(), correct.sum() / max(count.sum(), 1.0), model.num_classes
+            )
+            eps = model.eps_rule.update(eps, statistics, figures["eps_trust"])
+            model.stratum_eps.assign(eps)
+            per_stratum = dict(
+                conf=statistics.mean_confidence(),
+                acc=statistics.accuracy(),
+                val_count=statistics.count(),
+                gap_se=statistics.gap_standard_error(),
+            )
+            figures["thresholds"] = [int(t) for t in strata.thresholds().numpy()]
+        figures.update(
+            eps_min=float(eps.min()), eps_mean=float(eps.mean()), eps_max=float(eps.max())
+        )
+        for name, values in {"eps": eps, **per_stratum}.items():
+            for r, value in enumerate(values):
+                figures[f"stratum{r}_{name}"] = float(value)
+        return figures

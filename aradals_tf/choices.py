@@ -1,17 +1,19 @@
-"""The names that the library's string-valued settings accept.
+"""The names that the library's string-valued settings accept, and the
+AR-AdaLS defaults that Python and the command line share.
 
 Plain Python with no TensorFlow import, so that the command line can list the
 choices in `--help` at once. Each tuple is the single source of its names: the
 module that implements a setting validates against the tuple here, and the
-CLI and `experiments.config` take their choices from it.
+CLI and `experiments.config` take their choices from it. The defaults below
+are read by `eps_rules`, `training`, `adaptive_smoothing` and the CLI alike
+(chosen on validation data: docs/studies/defaults.md).
 """
 
-# `smoothing.update_eps(rule=...)`, `ARAdaLSModel(eps_update=...)`.
-EPS_UPDATES = ("additive", "relative", "shrunk")
+# `ARAdaLSModel(eps_update=...)`: the eps update rules of `eps_rules`, the default first.
+EPS_UPDATES = ("pooled", "additive", "shrunk", "relative")
 # `ARAdaLSModel(strata_by=...)`: the per-example score that sorts examples
 # into strata: the every-batch attack's radius, the first-order radius, the
-# top-2 logit margin or the confidence (the last three from the training
-# forward pass).
+# top-2 logit margin or the confidence (all in inference mode).
 STRATA_SOURCES = ("attack", "first_order", "margin", "confidence")
 # The loss each step of the growing-radius attack ascends.
 ATTACK_LOSSES = ("margin", "cross_entropy")
@@ -23,3 +25,12 @@ CALIBRATIONS = ("none", "temperature")
 ENSEMBLE_AVERAGES = ("logits", "probabilities")
 # Dataset splits, in order.
 SPLITS = ("train", "validation", "test")
+
+# AR-AdaLS defaults (`ARAdaLSModel`, `AdaptiveSmoothing`, `aradals-tf train`).
+DEFAULT_EPS_UPDATE = EPS_UPDATES[0]
+DEFAULT_ALPHA = 1.0
+DEFAULT_EPS_CAP = 0.2
+DEFAULT_MAX_STEP = 0.05
+DEFAULT_NUM_STRATA = "auto"
+DEFAULT_RESCORE_EVERY = 8
+DEFAULT_WARMUP_EPOCHS = 1

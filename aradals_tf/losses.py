@@ -21,6 +21,20 @@ def flat_labels(y_true):
     return tf.reshape(tf.cast(y_true, tf.int32), [-1])
 
 
+def class_labels(y_true, num_classes):
+    """Integer labels from integer (`[n]`, `[n, 1]`) or one-hot (`[n, K]`) labels.
+
+    Example:
+
+    >>> class_labels([[0.0, 1.0, 0.0]], 3).numpy()
+    array([1], dtype=int32)
+    """
+    y_true = tf.convert_to_tensor(y_true)
+    if y_true.shape.rank == 2 and y_true.shape[-1] == num_classes and num_classes > 1:
+        return tf.argmax(y_true, axis=-1, output_type=tf.int32)
+    return flat_labels(y_true)
+
+
 def _is_soft_target(y_true, y_pred):
     """Whether y_true already holds per-class targets (else int labels)."""
     return (

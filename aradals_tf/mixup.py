@@ -36,7 +36,7 @@ class MixupModel(soft_target.SoftTargetModel):
         mixed_x = lam * x + (1.0 - lam) * tf.gather(x, permutation)
         mixed_targets = lam * onehot + (1.0 - lam) * tf.gather(onehot, permutation)
         dominant = tf.where(lam >= 0.5, labels, tf.gather(labels, permutation))
-        return mixed_x, mixed_targets, dominant
+        return mixed_x, mixed_targets, dominant, None
 
     def get_config(self):
         config = super().get_config()

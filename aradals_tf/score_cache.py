@@ -1,24 +1,34 @@
 """A per-example cache of training robustness scores, refreshed on a rotation.
 
-The attack is the costly part of an AR-AdaLS step. With `rescore_every=k`
-each training example is re-attacked once every k epochs (example `i` in the
-epochs `e` with `(i + e) % k == 0`, and in any epoch where it has no score
-yet); in between, its stratum comes from its cached score. Since batches are
-shuffled, about 1/k of every batch is attacked. Examples are identified by an
-integer index that travels with them through the input pipeline
-(`index_examples`).
+Scoring (the attack above all) is the costly part of an AR-AdaLS step. With
+`rescore_every=k` each training example is scored once every k epochs
+(example `i` in the epochs `e` with `(i + e) % k == 0`, and whenever it has
+no score yet); in between, its stratum comes from its cached score. Since
+batches are shuffled, about 1/k of every batch is scored. The cache also
+keeps the histogram of the scores it holds: the stratum thresholds are its
+quantiles, so they are cut from the very scores the examples are bucketed
+with.
 
-The cache is state in variables, so it is saved with the model, restored by
-`BackupAndRestore` and mirrored under `tf.distribute`: updates are deltas
-summed across replicas (each replica writes the indices of its own examples)
-with `add_across_replicas`.
+Examples are named by an integer index that travels with them in the
+inputs: `index_examples` turns a dataset of `(x, y[, sample_weight])` into
+one of `({"inputs": x, "example_index": i}, y[, sample_weight])`, and
+`ARAdaLSModel.fit` does the same for arrays. The cache is state in
+variables, so it is saved with the model, restored by `BackupAndRestore`
+and mirrored under `tf.distribute`: each step all-gathers the batch's
+indices and bins (a few bytes per example, whatever the training set's
+size) and every replica writes the same rows.
 """
 
 import keras
 import tensorflow as tf
 
+from aradals_tf.scores import SCORE_BINS
+
 # Cache value of an example that has not been scored yet.
-UNSCORED = -1.0
+UNSCORED = -1
+# The keys of an indexed batch's inputs.
+INPUTS = "inputs"
+INDEX = "example_index"
 
 
 def add_across_replicas(variable, delta):
@@ -40,43 +50,69 @@ def add_across_replicas(variable, delta):
     variable.assign(variable + delta)
 
 
+def _gather_across_replicas(value):
+    context = tf.distribute.get_replica_context()
+    if context is None or context.num_replicas_in_sync == 1:
+        return value
+    return context.all_gather(value, axis=0)
+
+
+def with_index(x, index):
+    """Inputs that carry each example's index: `{"inputs": x, "example_index": index}`
+    (a dict of inputs gains the `"example_index"` key)."""
+    if isinstance(x, dict):
+        return {**x, INDEX: index}
+    return {INPUTS: x, INDEX: index}
+
+
+def split_index(x):
+    """`(inputs, index)` of possibly indexed inputs; index None where there is none."""
+    if not isinstance(x, dict) or INDEX not in x:
+        return x, None
+    rest = {key: value for key, value in x.items() if key != INDEX}
+    return (rest[INPUTS] if set(rest) == {INPUTS} else rest), x[INDEX]
+
+
 def index_examples(dataset):
-    """Adds each example's position as a third element: `(x, y) -> (x, y, index)`.
+    """Names each example by its position in the data, as an input.
+
+    `(x, y[, w]) -> ({"inputs": x, "example_index": i}, y[, w])`.
 
     Call it on the unbatched, unshuffled training dataset, so that an index
     names the same example in every epoch; shuffle and batch afterwards.
 
     Args:
-        dataset: a `tf.data.Dataset` of `(x, y)` examples.
+        dataset: a `tf.data.Dataset` of `(x, y)` or `(x, y, sample_weight)`.
 
     Returns:
-        The dataset of `(x, y, index)`, index int64.
+        The indexed dataset, index int64.
 
     Example:
 
     >>> train = index_examples(train).shuffle(4000).batch(128)
     """
     return dataset.enumerate().map(
-        lambda index, example: (*example, index), num_parallel_calls=tf.data.AUTOTUNE
+        lambda index, example: (with_index(example[0], index), *example[1:]),
+        num_parallel_calls=tf.data.AUTOTUNE,
     )
 
 
 @keras.saving.register_keras_serializable(package="aradals_tf")
 class ScoreCache(keras.layers.Layer):
-    """Cached score bins of `size` training examples, re-scored every `rescore_every` epochs.
+    """Cached score bins of `size` training examples, and their histogram.
 
     Args:
         size: the number of training examples (indices `0..size-1`).
-        rescore_every: k >= 1, the epochs between two attacks of an example.
+        rescore_every: k >= 1, the epochs between two scorings of an example.
         **kwargs: base `Layer` arguments.
 
     Example:
 
     ```python
-    cache = ScoreCache(size=4000, rescore_every=4)
-    due = cache.due(index)              # which examples to attack now
-    bins = cache.merge(index, due, fresh_bins)
-    cache.advance_epoch()               # at each epoch's end
+    cache = ScoreCache(size=4000, rescore_every=8)
+    due = cache.due(index)                  # which examples to score now
+    bins = cache.merge(index, due, fresh)   # every example's bin; stores the fresh ones
+    cache.advance_epoch()                   # at each epoch's end
     ```
     """
 
@@ -84,19 +120,24 @@ class ScoreCache(keras.layers.Layer):
         super().__init__(**kwargs)
         if isinstance(size, bool) or int(size) != size or int(size) < 1:
             raise ValueError(f"The score cache needs size >= 1 (training examples); got {size!r}.")
-        if isinstance(rescore_every, bool) or int(rescore_every) != rescore_every:
-            raise ValueError(f"rescore_every must be an integer >= 1; got {rescore_every!r}.")
-        if int(rescore_every) < 1:
-            raise ValueError(f"rescore_every must be an integer >= 1; got {rescore_every!r}.")
         self.size = int(size)
-        self.rescore_every = int(rescore_every)
-        # float32: bins (< 2**24) are exact, and deltas can be summed across replicas.
+        self.rescore_every = check_rescore_every(rescore_every)
+        # Written through scatter updates that every replica makes alike.
         self.bins = self.add_weight(
             shape=(self.size,),
             initializer=keras.initializers.Constant(UNSCORED),
+            dtype="int32",
             trainable=False,
-            aggregation="only_first_replica",  # updated by add_across_replicas
+            aggregation="only_first_replica",
             name="bins",
+        )
+        self.histogram = self.add_weight(
+            shape=(SCORE_BINS,),
+            initializer="zeros",
+            dtype="int32",
+            trainable=False,
+            aggregation="only_first_replica",
+            name="histogram",
         )
         self.epoch = self.add_weight(
             shape=(), initializer="zeros", dtype="int64", trainable=False, name="epoch"
@@ -115,13 +156,17 @@ class ScoreCache(keras.layers.Layer):
         return index
 
     def due(self, index):
-        """Bool `[n]`: the examples of a batch to attack in this epoch."""
+        """Bool `[n]`: the examples of a batch to score in this epoch."""
         index = self._checked(index)
         rotation = tf.equal((index + self.epoch) % self.rescore_every, 0)
         return rotation | tf.equal(tf.gather(self.bins, index), UNSCORED)
 
     def merge(self, index, due, fresh_bins):
-        """The batch's bins (fresh where `due`, cached elsewhere); stores the fresh ones.
+        """The batch's bins (fresh where `due`, cached elsewhere); stores them.
+
+        Every replica's batch rows are gathered and written on every replica
+        (an index seen twice keeps its first row), and the histogram moves
+        each rewritten example from its old bin to its new one.
 
         Args:
             index: int `[n]`, the batch's example indices.
@@ -133,18 +178,18 @@ class ScoreCache(keras.layers.Layer):
         """
         index = self._checked(index)
         cached = tf.gather(self.bins, index)
-        positions = tf.where(due)
-        fresh = tf.cast(fresh_bins, tf.float32)
-        bins = tf.tensor_scatter_nd_update(cached, positions, fresh)
-        # A delta over the whole cache: summed across replicas, each of which
-        # changes only its own examples.
-        delta = tf.scatter_nd(
-            tf.gather(index, positions[:, 0])[:, None],
-            fresh - tf.gather_nd(cached, positions),
-            [self.size],
+        bins = tf.tensor_scatter_nd_update(cached, tf.where(due), tf.cast(fresh_bins, tf.int32))
+        all_index = _gather_across_replicas(index)
+        all_bins = _gather_across_replicas(bins)
+        unique, position = tf.unique(all_index)
+        first = tf.math.unsorted_segment_min(
+            tf.range(tf.shape(all_index)[0]), position, tf.shape(unique)[0]
         )
-        add_across_replicas(self.bins, delta)
-        return tf.cast(bins, tf.int32)
+        new = tf.gather(all_bins, first)
+        old = tf.gather(self.bins, unique)
+        self.histogram.assign(self.histogram + _counts(new) - _counts(old))
+        self.bins.value.scatter_update(tf.IndexedSlices(new, unique))
+        return bins
 
     def advance_epoch(self):
         self.epoch.assign_add(1)
@@ -153,3 +198,20 @@ class ScoreCache(keras.layers.Layer):
         config = super().get_config()
         config.update({"size": self.size, "rescore_every": self.rescore_every})
         return config
+
+
+def _counts(bins):
+    """Histogram of scored bins (UNSCORED ones left out), int32 `[SCORE_BINS]`."""
+    scored = bins >= 0
+    return tf.math.unsorted_segment_sum(
+        tf.cast(scored, tf.int32), tf.where(scored, bins, 0), SCORE_BINS
+    )
+
+
+def check_rescore_every(rescore_every):
+    """`rescore_every` as an int >= 1, or a ValueError that says so."""
+    if isinstance(rescore_every, bool) or int(rescore_every) != rescore_every:
+        raise ValueError(f"rescore_every must be an integer >= 1; got {rescore_every!r}.")
+    if int(rescore_every) < 1:
+        raise ValueError(f"rescore_every must be an integer >= 1; got {rescore_every!r}.")
+    return int(rescore_every)

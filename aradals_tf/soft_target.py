@@ -11,18 +11,20 @@ import keras
 import tensorflow as tf
 
 from aradals_tf import losses
+from aradals_tf import score_cache
 
 
 class SoftTargetModel(keras.Model):
     """Base of models that wrap a logits backbone and train on soft targets.
 
-    Subclasses implement `soft_targets(x, labels, index)`; `train_step` does the rest
-    (the keras-io custom `train_step` pattern for Keras 3): forward pass,
-    the model's own `SoftTargetCrossentropy` through `compute_loss` (so
-    regularisation losses and distribution scaling are Keras's), optimizer
-    step, compiled metrics updated on the hard labels. `call`, `evaluate` and
-    `predict` behave like the backbone's (logits; evaluation loss is the hard
-    label cross-entropy).
+    Subclasses implement `soft_targets(x, labels, index)`; `train_step` does
+    the rest (the keras-io custom `train_step` pattern for Keras 3): forward
+    pass, the model's own `SoftTargetCrossentropy` through `compute_loss` (so
+    sample weights, regularisation losses and distribution scaling are
+    Keras's), optimizer step, compiled metrics updated on the labels as the
+    data gives them (integer or one-hot). `call`, `evaluate` and `predict`
+    behave like the backbone's (logits; evaluation loss is the hard-label
+    cross-entropy), also on inputs that carry an example index.
 
     `compile()` takes no `loss`: the model owns its loss, so integer labels
     work and Keras's symbolic build with raw labels does not fail.
@@ -44,6 +46,7 @@ class SoftTargetModel(keras.Model):
         self.built = backbone.built
 
     def call(self, inputs, training=None):
+        inputs, _ = score_cache.split_index(inputs)  # indexed inputs predict as plain ones
         return self.backbone(inputs, training=training)
 
     def compile(self, optimizer="rmsprop", loss="auto", metrics=None, **kwargs):
@@ -69,44 +72,28 @@ class SoftTargetModel(keras.Model):
         logits = self(inputs, training=True)
         return [logits], logits
 
-    @property
-    def uses_example_index(self):
-        """Whether batches are `(x, y, index)`, index naming each example."""
-        return False
-
     def soft_targets(self, x, labels, index=None):
-        """Returns `(training inputs, [n, K] targets, labels for metrics)`.
+        """Returns `(training inputs, [n, K] targets, labels for metrics, state)`.
 
         Subclasses define their method here; the base trains on hard labels.
-        Targets may be None when `forward_with_targets` makes them. `index`
-        is the batch's example indices where `uses_example_index`.
+        `labels` are integer class labels (one-hot ones are converted);
+        `index` names the batch's examples where the inputs carry one
+        (`score_cache.index_examples`). Labels for metrics None means the
+        labels as the data gave them; `state` goes to `observe`.
         """
-        return x, tf.one_hot(labels, self.num_classes), labels
+        return x, tf.one_hot(labels, self.num_classes), None, None
 
-    def forward_with_targets(self, inputs, targets, labels):
-        """The training step's forward pass, inside its gradient tape.
-
-        Returns `(member logits, logits, targets)`. The base passes on the
-        targets of `soft_targets`; a model whose targets depend on this very
-        forward pass makes them here.
-        """
-        member_logits, logits = self.training_logits(inputs)
-        return member_logits, logits, targets
+    def observe(self, state, labels, logits):
+        """Called after each step's update with its `soft_targets` state and
+        training logits (for bookkeeping); the base does nothing."""
 
     def train_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        index = None
-        if self.uses_example_index:  # the third element names the examples
-            if sample_weight is None:
-                raise ValueError(
-                    f"This {type(self).__name__} caches scores per example: its training "
-                    "batches must be (x, y, index); see aradals_tf.score_cache.index_examples."
-                )
-            index, sample_weight = sample_weight, None
-        labels = losses.flat_labels(y)
-        inputs, targets, metric_labels = self.soft_targets(x, labels, index)
+        x, index = score_cache.split_index(x)
+        labels = losses.class_labels(y, self.num_classes)
+        inputs, targets, metric_labels, state = self.soft_targets(x, labels, index)
         with tf.GradientTape() as tape:
-            member_logits, logits, targets = self.forward_with_targets(inputs, targets, labels)
+            member_logits, logits = self.training_logits(inputs)
             # Each set of logits fits the targets; their losses are averaged
             # (one set for a single model, one per member for an ensemble).
             loss = tf.add_n(
@@ -120,8 +107,13 @@ class SoftTargetModel(keras.Model):
             scaled_loss = self.optimizer.scale_loss(loss)
         gradients = tape.gradient(scaled_loss, self.trainable_variables)
         self.optimizer.apply(gradients, self.trainable_variables)
+        self.observe(state, labels, logits)
         # compute_loss divided the loss by the replica count; undo for logs.
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        if metric_labels is None:
+            metric_labels = y
+        elif y.shape.rank == 2 and y.shape[-1] == self.num_classes:  # one-hot data
+            metric_labels = tf.one_hot(metric_labels, self.num_classes, dtype=y.dtype)
         for metric in self.metrics:
             if metric.name == "loss":
                 metric.update_state(loss * replicas, sample_weight=tf.shape(logits)[0])

@@ -41,6 +41,8 @@ config = experiments.TrainConfig(
     attack_steps=5,
     alpha=0.1,
     eps_init=0.3,
+    eps_cap=0.5,
+    max_step=0.5,
     eps_update="additive",
     learning_rate=3e-3,
 )
@@ -65,9 +67,9 @@ class Dump(keras.callbacks.Callback):
             spec["dump"],
             weights=np.concatenate([w.ravel() for w in model.backbone.get_weights()]),
             eps=model.stratum_eps.numpy(),
-            thresholds=model.stratum_thresholds.numpy(),
+            thresholds=model.strata.thresholds().numpy(),
             cache=model.score_cache.bins.numpy(),
-            histogram=model.score_histogram.numpy(),
+            histogram=model.score_cache.histogram.numpy(),
         )
 
 

@@ -30,7 +30,12 @@ def trained_run(tmp_path_factory):
 
 
 def test_train_writes_a_complete_run(trained_run):
-    assert sorted(os.listdir(trained_run)) == ["config.json", "history.json", "model.keras"]
+    assert sorted(os.listdir(trained_run)) == [
+        "config.json",
+        "history.csv",
+        "history.json",
+        "model.keras",
+    ]
     config = json.load(open(os.path.join(trained_run, "config.json")))
     assert config["dataset"] == "digits" and config["backbone"] == "mlp"
     history = json.load(open(os.path.join(trained_run, "history.json")))

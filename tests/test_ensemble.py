@@ -14,6 +14,7 @@ from aradals_tf import ensemble
 from aradals_tf import experiments
 from aradals_tf import first_order
 from aradals_tf import robustness
+from aradals_tf import score_cache
 from aradals_tf import smoothing
 from aradals_tf import temperature
 
@@ -83,11 +84,11 @@ def test_bad_members_are_refused():
 @pytest.mark.parametrize("source", ["attack", "first_order", "confidence"])
 def test_ensemble_aware_step_uses_ensemble_strata_and_member_losses(digits, source):
     x, y = digits["train"][0][:64], digits["train"][1][:64]
+    attack = {"eps_max": 0.3, "attack_steps": 5} if source == "attack" else {}
     model = ensemble.EnsembleARAdaLSModel(
-        _members(), 10, eps_max=0.3, attack_steps=5, num_strata=3, strata_by=source
+        _members(), 10, num_strata=3, strata_by=source, rescore_every=1, train_size=64, **attack
     )
     model.compile(optimizer=keras.optimizers.SGD(0.01))
-    model.stratum_eps.assign([0.3, 0.1, 0.0])
     # Scores come from the ensemble's averaged logits.
     logits = np.asarray(model.backbone(x), np.float64)
     radius = None
@@ -96,10 +97,14 @@ def test_ensemble_aware_step_uses_ensemble_strata_and_member_losses(digits, sour
     elif source == "first_order":
         radius, _ = first_order.first_order_radius(model.backbone, x)
     bins = reference.score_bins(source, logits, None if radius is None else radius.numpy())
-    thresholds = np.quantile(bins, [1 / 3, 2 / 3]).astype(int)  # three strata of this batch
-    model.stratum_thresholds.assign(thresholds)
+    # A cache holding these very scores: its tertiles are the thresholds.
+    model.score_cache.bins.assign(bins.astype(np.int32))
+    model.score_cache.histogram.assign(np.bincount(bins, minlength=2048))
+    model.strata.scoring_from_epoch.assign(0)
+    thresholds = np.sort(bins)[[21, 42]]
     strata = smoothing.assign_strata(bins, thresholds).numpy()
     assert len(set(strata)) > 1
+    model.stratum_eps.assign([0.3, 0.1, 0.0])
     eps = np.array([0.3, 0.1, 0.0])[strata]
     targets = (1 - eps[:, None]) * np.eye(10)[y] + eps[:, None] / 10
     member_losses = [
@@ -111,13 +116,11 @@ def test_ensemble_aware_step_uses_ensemble_strata_and_member_losses(digits, sour
         )
         for m in model.backbone.members
     ]
-    logs = model.train_on_batch(x, y, return_dict=True)
+    logs = model.train_on_batch(score_cache.with_index(x, np.arange(64)), y, return_dict=True)
     assert logs["loss"] == pytest.approx(np.mean(member_losses), rel=1e-4)
-    # The step counted the same strata (the forward-pass scores come from
-    # its own training forward pass).
+    # The step assigned (and counted) the ensemble's strata.
     np.testing.assert_array_equal(
-        smoothing.stratum_counts(model.score_histogram, thresholds).numpy(),
-        np.bincount(strata, minlength=3),
+        model.strata.train_count.numpy(), np.bincount(strata, minlength=3)
     )
 
 

@@ -128,20 +128,21 @@ def test_shift_aware_smoothing_updates_on_clean_plus_held_out_data(tmp_path, mon
     seen = []
     real = adaptive_smoothing.validation_pass
 
-    def spy(model, dataset, batch_size=500, cache=None):
+    def spy(model, dataset, *args, **kwargs):
         seen.append(sum(int(batch[1].shape[0]) for batch in dataset))
-        return real(model, dataset, batch_size, cache)
+        return real(model, dataset, *args, **kwargs)
 
     monkeypatch.setattr(adaptive_smoothing, "validation_pass", spy)
     config = experiments.TrainConfig(
         dataset="digits",
         method="ar-adals",
-        epochs=1,
+        epochs=2,
         strata_by="first_order",
         smoothing_data="clean+held-out",
     ).validate()
     experiments.train_run(config, str(tmp_path / "run"), verbose=0)
     validation = experiments.split_dataset(config, "validation")
+    # One pass at the end of epoch 1 (epoch 0 is the warm-up).
     assert seen == [2 * int(validation.cardinality())]
     with pytest.raises(ValueError, match="smoothing_data"):
         experiments.TrainConfig(dataset="digits", smoothing_data="test").validate()

@@ -113,11 +113,10 @@ def vanilla(digits):
 def adals(digits):
     (x, y), _, _ = digits
     keras.utils.set_random_seed(1)
-    model = training.ARAdaLSModel(
-        backbones.mlp((8, 8, 1), 10), 10, eps_max=0.3, strata_by="first_order"
-    )
+    model = training.ARAdaLSModel(backbones.mlp((8, 8, 1), 10), 10, eps_max=0.3, num_strata=3)
     model.compile(optimizer="adam")
-    model.fit(x, y, batch_size=256, epochs=1, verbose=0)
+    with pytest.warns(UserWarning, match="AdaptiveSmoothing"):
+        model.fit(x, y, batch_size=256, epochs=1, verbose=0)
     return model
 
 

@@ -1,15 +1,22 @@
 """The per-example score cache: its rotation against a hand-written schedule,
-its stores, and AR-AdaLS training with it against training without it."""
+its stores and histogram against numpy, and training with it."""
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
+from aradals_tf import adaptive_smoothing
 from aradals_tf import backbones
 from aradals_tf import data
 from aradals_tf import score_cache
+from aradals_tf import scores
 from aradals_tf import training
+
+
+def _histogram_of(cache):
+    bins = cache.bins.numpy()
+    return np.bincount(bins[bins >= 0], minlength=scores.SCORE_BINS)
 
 
 def test_due_follows_the_rotation_and_scores_every_unscored_example():
@@ -26,15 +33,32 @@ def test_due_follows_the_rotation_and_scores_every_unscored_example():
         np.testing.assert_array_equal(cache.due(index).numpy(), expected)
 
 
-def test_merge_takes_fresh_bins_where_due_and_cached_ones_elsewhere():
+def test_merge_takes_fresh_bins_where_due_and_keeps_the_histogram_of_the_cache():
     cache = score_cache.ScoreCache(size=6, rescore_every=2)
-    cache.bins.assign([10.0, 11.0, 12.0, 13.0, score_cache.UNSCORED, 15.0])
+    cache.bins.assign([10, 11, 12, 13, score_cache.UNSCORED, 15])
+    cache.histogram.assign(_histogram_of(cache))
     index = tf.constant([4, 1, 3, 0], tf.int64)
     due = tf.constant([True, False, True, False])
     bins = cache.merge(index, due, tf.constant([40, 30]))
     np.testing.assert_array_equal(bins, [40, 11, 30, 10])
     # Only the due examples' entries changed; the others (2, 5 not in the batch) kept.
     np.testing.assert_array_equal(cache.bins.numpy(), [10, 11, 12, 30, 40, 15])
+    np.testing.assert_array_equal(cache.histogram.numpy(), _histogram_of(cache))
+
+
+def test_an_example_twice_in_a_batch_is_stored_once():
+    """A repeated index used to make the store sum its two deltas (bin 80
+    for a fresh 40) and the histogram count it twice."""
+    cache = score_cache.ScoreCache(size=6, rescore_every=2)
+    index = tf.constant([4, 4, 2], tf.int64)
+    cache.merge(index, tf.constant([True, True, True]), tf.constant([40, 40, 7]))
+    np.testing.assert_array_equal(cache.bins.numpy(), [-1, -1, 7, -1, 40, -1])
+    assert cache.histogram.numpy().sum() == 2
+    np.testing.assert_array_equal(cache.histogram.numpy(), _histogram_of(cache))
+    cache.advance_epoch()  # rescored: the example moves bins, counted once still
+    cache.merge(index, tf.constant([True, True, False]), tf.constant([9, 9]))
+    np.testing.assert_array_equal(cache.bins.numpy()[[2, 4]], [7, 9])
+    np.testing.assert_array_equal(cache.histogram.numpy(), _histogram_of(cache))
 
 
 def test_bad_settings_and_indices():
@@ -45,24 +69,38 @@ def test_bad_settings_and_indices():
     cache = score_cache.ScoreCache(size=5, rescore_every=2)
     with pytest.raises(tf.errors.InvalidArgumentError, match="train_size"):
         cache.due(tf.constant([1, 5]))
-    backbone = backbones.mlp((8, 8, 1), 10)
-    with pytest.raises(ValueError, match="train_size"):
-        training.ARAdaLSModel(backbone, 10, eps_max=0.3, rescore_every=2)
-    with pytest.raises(ValueError, match="strata_by"):
-        training.ARAdaLSModel(
-            backbone, 10, eps_max=0.3, rescore_every=2, train_size=10, strata_by="margin"
-        )
 
 
-def test_index_examples_names_each_example_once():
+def test_index_examples_names_each_example_once_and_keeps_sample_weights():
     dataset = tf.data.Dataset.from_tensor_slices((np.arange(5.0), np.arange(5) * 2))
     rows = list(score_cache.index_examples(dataset).as_numpy_iterator())
-    assert [(float(x), int(y), int(i)) for x, y, i in rows] == [(i, 2 * i, i) for i in range(5)]
+    assert [(float(x["inputs"]), int(y), int(x["example_index"])) for x, y in rows] == [
+        (i, 2 * i, i) for i in range(5)
+    ]
+    weighted = tf.data.Dataset.from_tensor_slices((np.arange(3.0), np.arange(3), np.ones(3) / 2))
+    rows = list(score_cache.index_examples(weighted).as_numpy_iterator())
+    assert [len(row) for row in rows] == [3, 3, 3] and rows[2][2] == 0.5
+    assert score_cache.split_index(rows[1][0])[1] == 1
 
 
-def _fit(rescore_every, train_size, epochs, learning_rate, indexed=True, backbone=backbones.mlp):
+class _CountingSource:
+    """Wraps a score source, counting the examples it scores."""
+
+    def __init__(self, source):
+        self.source = source
+        self.scored = tf.Variable(0, dtype=tf.int32)
+
+    def __getattr__(self, name):
+        return getattr(self.source, name)
+
+    def __call__(self, backbone, x):
+        self.scored.assign_add(tf.shape(x)[0])
+        return self.source(backbone, x)
+
+
+def _fit(rescore_every, epochs, learning_rate, backbone=backbones.mlp, size=300):
     x, y = data.load_arrays("digits", "train")
-    x, y = x[:300], y[:300]
+    x, y = x[:size], y[:size]
     keras.utils.set_random_seed(0)
     model = training.ARAdaLSModel(
         backbone((8, 8, 1), 10),
@@ -71,70 +109,62 @@ def _fit(rescore_every, train_size, epochs, learning_rate, indexed=True, backbon
         attack_steps=5,
         num_strata=3,
         rescore_every=rescore_every,
-        train_size=train_size,
+        eps_init=0.1,
     )
-    model.stratum_eps.assign([0.3, 0.1, 0.0])
     model.compile(optimizer=keras.optimizers.SGD(learning_rate), metrics=["accuracy"])
-    attacked = tf.Variable(0, dtype=tf.int32)
-    scores = model.strata_scores
-
-    def counting(inputs, training=False):  # how many examples the attack ran on
-        attacked.assign_add(tf.shape(inputs)[0])
-        return scores(inputs, training=training)
-
-    model.strata_scores = counting
-    dataset = tf.data.Dataset.from_tensor_slices((x, y))
-    if indexed:
-        dataset = score_cache.index_examples(dataset)
+    model.build_strata(3, size)
+    counting = _CountingSource(model.strata.source)
+    model.strata.source = counting
     counts = []
 
     class Count(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
-            counts.append(int(attacked.numpy()))
-            attacked.assign(0)
+            counts.append(int(counting.scored.numpy()))
+            counting.scored.assign(0)
 
-    with pytest.warns(UserWarning, match="AdaptiveSmoothing"):
-        history = model.fit(
-            dataset.shuffle(300, seed=1).batch(64), epochs=epochs, verbose=0, callbacks=[Count()]
-        )
+    validation = data.load_arrays("digits", "validation")
+    history = model.fit(
+        x,
+        y,
+        batch_size=64,
+        epochs=epochs,
+        verbose=0,
+        callbacks=[adaptive_smoothing.AdaptiveSmoothing(validation), Count()],
+    )
     return model, counts, history
 
 
-def test_training_attacks_each_example_once_every_k_epochs():
-    model, counts, _ = _fit(rescore_every=3, train_size=300, epochs=4, learning_rate=0.05)
-    schedule = [sum((i + epoch) % 3 == 0 for i in range(300)) for epoch in range(1, 4)]
-    assert counts == [300, *schedule]
-    assert float(tf.reduce_min(model.score_cache.bins)) >= 0  # every example scored
-
-
-def test_batches_with_nothing_due_train_a_convolutional_backbone():
-    """k = 300: in the second epoch one example of 300 is due, so most
-    batches attack nothing (TF's Conv2D fails on an empty batch)."""
-    _, counts, _ = _fit(300, 300, epochs=2, learning_rate=0.05, backbone=backbones.small_cnn)
-    assert counts == [300, 1]
-
-
-def test_with_a_fixed_model_cached_scores_give_the_uncached_training():
-    """Learning rate 0: the scores cannot go stale, so the cached run's
-    strata (counted per stratum) and loss equal the uncached run's."""
-    cached, _, cached_history = _fit(3, 300, epochs=3, learning_rate=0.0)
-    plain, _, plain_history = _fit(1, None, epochs=3, learning_rate=0.0, indexed=False)
-    for r in range(3):
-        assert cached_history.history[f"stratum{r}_train_count"] == pytest.approx(
-            plain_history.history[f"stratum{r}_train_count"]
-        )
-    np.testing.assert_allclose(
-        cached_history.history["loss"], plain_history.history["loss"], rtol=1e-5
+def test_training_scores_from_the_first_update_then_every_k_epochs():
+    """Warm-up epoch 0 scores nothing, epoch 1 every example (none has a
+    score), then each example once every k epochs."""
+    model, counts, _ = _fit(rescore_every=3, epochs=5, learning_rate=0.05)
+    schedule = [sum((i + epoch) % 3 == 0 for i in range(300)) for epoch in range(2, 5)]
+    assert counts == [0, 300, *schedule]
+    assert int(tf.reduce_min(model.score_cache.bins)) >= 0  # every example scored
+    np.testing.assert_array_equal(
+        model.score_cache.histogram.numpy(), _histogram_of(model.score_cache)
     )
 
 
-def test_rescore_every_one_with_a_cache_trains_exactly_as_without():
-    with_cache, _, _ = _fit(1, 300, epochs=2, learning_rate=0.05)
-    without, _, _ = _fit(1, None, epochs=2, learning_rate=0.05, indexed=False)
-    for a, b in zip(with_cache.backbone.get_weights(), without.backbone.get_weights()):
-        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+def test_batches_with_nothing_due_train_a_convolutional_backbone():
+    """k = 300: in the third epoch one example of 300 is due, so most batches
+    score nothing (TF's Conv2D fails on an empty batch)."""
+    _, counts, _ = _fit(300, epochs=3, learning_rate=0.05, backbone=backbones.small_cnn)
+    assert counts == [0, 300, 1]
 
 
-def test_unindexed_batches_give_a_clear_error():
-    with pytest.raises(ValueError, match="index_examples"):
-        _fit(rescore_every=2, train_size=300, epochs=1, learning_rate=0.05, indexed=False)
+def test_with_a_fixed_model_cached_scores_give_the_strata_of_fresh_ones():
+    """Learning rate 0: the scores cannot go stale, so the cached run's
+    strata (counted as assigned) and loss equal those of a run that scores
+    every example every epoch; with the cache full, strata hold equal shares."""
+    cached, _, cached_history = _fit(3, epochs=4, learning_rate=0.0)
+    fresh, _, fresh_history = _fit(1, epochs=4, learning_rate=0.0)
+    for r in range(3):
+        key = f"stratum{r}_train_count"
+        np.testing.assert_array_equal(
+            cached_history.history[key][2:], fresh_history.history[key][2:]
+        )
+        assert cached_history.history[key][3] == pytest.approx(100, abs=2)
+    np.testing.assert_allclose(
+        cached_history.history["loss"], fresh_history.history["loss"], rtol=1e-5
+    )

@@ -20,6 +20,7 @@ from aradals_tf import ensemble
 from aradals_tf import losses
 from aradals_tf import metrics
 from aradals_tf import mixup
+from aradals_tf import scores
 from aradals_tf import temperature
 from aradals_tf import training
 
@@ -53,17 +54,20 @@ def _ar_adals():
     model(IMAGES[:1])
     # State that must survive a save: not the initial values.
     model.stratum_eps.assign([0.2, 0.05, 0.0])
-    model.stratum_thresholds.assign([1, 3])
     return model
 
 
 def _ar_adals_with_score_cache():
     model = training.ARAdaLSModel(
-        _mlp(4), 10, eps_max=0.3, num_strata=2, rescore_every=3, train_size=16
-    )
+        _mlp(4), 10, strata_by="confidence", num_strata=2, rescore_every=3, train_size=16,
+        eps_update="shrunk",
+    )  # fmt: skip
     model(IMAGES[:1])
-    model.score_cache.bins.assign(np.arange(16, dtype="float32") * 5)
+    model.score_cache.bins.assign(np.arange(16, dtype="int32") * 5)
+    model.score_cache.histogram.assign(np.bincount(np.arange(16) * 5, minlength=2048))
     model.score_cache.epoch.assign(7)
+    model.strata.scoring_from_epoch.assign(2)
+    model.strata.train_count.assign([3.0, 4.0])
     return model
 
 
@@ -74,9 +78,33 @@ def _joint_ensemble():
     return model
 
 
+def _statistics():
+    from aradals_tf import eps_rules
+
+    strata = np.repeat(np.arange(4), 4)
+    confidence = np.linspace(0.5, 1.0, 16)
+    return eps_rules.ValidationStatistics(
+        strata, (strata + 0.5) / 4, confidence, (np.arange(16) % 3 > 0).astype(float), 4
+    )
+
+
+def _rule_outputs(rule):
+    return rule.update([0.05, 0.1, 0.0, 0.2], _statistics())
+
+
+def _score_outputs(source):
+    return np.asarray(source(_mlp(7), IMAGES)[0])
+
+
 def _temperature_model():
     inputs = keras.Input((10,))
     return keras.Model(inputs, temperature.TemperatureScaling(1.7)(inputs))
+
+
+def _rule(name, **settings):
+    from aradals_tf import eps_rules
+
+    return getattr(eps_rules, name)(**settings)
 
 
 # name -> (object to round-trip, how its outputs are computed)
@@ -85,8 +113,17 @@ CASES = {
     "LogitEnsemble": (lambda: ensemble.LogitEnsemble([_mlp(1), _mlp(2)]), None),
     "EnsembleARAdaLSModel": (_joint_ensemble, None),
     "ARAdaLSModel": (_ar_adals, None),
-    # The cache is part of the model that owns it.
+    # The cache and the strata are parts of the model that owns them.
     "ScoreCache": (_ar_adals_with_score_cache, None),
+    "RobustnessStrata": (_ar_adals_with_score_cache, None),
+    "ScoreSource": (
+        lambda: scores.ScoreSource("attack", eps_max=0.2, attack_steps=3),
+        _score_outputs,
+    ),
+    "PooledRule": (lambda: _rule("PooledRule", alpha=0.7, max_step=0.3), _rule_outputs),
+    "AdditiveRule": (lambda: _rule("AdditiveRule", eps_cap=0.15), _rule_outputs),
+    "ShrunkRule": (lambda: _rule("ShrunkRule", standard_errors=0.5), _rule_outputs),
+    "RelativeRule": (lambda: _rule("RelativeRule", alpha=0.3), _rule_outputs),
     "MixupModel": (lambda: mixup.MixupModel(_mlp(3), 10, alpha=0.4, seed=5), None),
     "SoftTargetCrossentropy": (losses.SoftTargetCrossentropy, lambda loss: loss(LABELS, LOGITS)),
     "SparseLabelSmoothingCrossentropy": (
@@ -117,14 +154,12 @@ def test_config_round_trip(name):
 
 
 def _state(model):
-    state = {
-        name: np.asarray(getattr(model, name))
-        for name in ("stratum_eps", "stratum_thresholds")
-        if hasattr(model, name)
-    }
-    if getattr(model, "score_cache", None) is not None:
-        state["cache_bins"] = np.asarray(model.score_cache.bins)
-        state["cache_epoch"] = np.asarray(model.score_cache.epoch)
+    state = {}
+    if getattr(model, "stratum_eps", None) is not None:
+        state["stratum_eps"] = np.asarray(model.stratum_eps)
+    if getattr(model, "strata", None) is not None:
+        for variable in model.strata.variables:
+            state[variable.path.split("/", 1)[-1]] = np.asarray(variable)
     return state
 
 

@@ -25,8 +25,9 @@ def config_options(command):
     hints = {field.name: field.type for field in dataclasses.fields(config_lib.TrainConfig)}
     for field in reversed(dataclasses.fields(config_lib.TrainConfig)):
         kind = hints[field.name]
-        if isinstance(kind, types.UnionType):  # `float | None` and the like
-            kind = next(arg for arg in kind.__args__ if arg is not type(None))
+        if isinstance(kind, types.UnionType):  # `float | None`, `int | str` and the like
+            args = [arg for arg in kind.__args__ if arg is not type(None)]
+            kind = str if str in args else args[0]
         valid = field.metadata.get("choices")
         command = click.option(
             "--" + field.name.replace("_", "-"),

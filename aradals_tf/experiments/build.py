@@ -32,12 +32,8 @@ def split_dataset(config, split):
 
 
 def caches_scores(config):
-    """Whether a config's model keeps a score cache (batches then carry an index)."""
-    return (
-        config.method == "ar-adals"
-        and config.strata_by in training.CACHED_SOURCES
-        and config.rescore_every > 1
-    )
+    """Whether a config's model keeps a score per example (batches then carry an index)."""
+    return config.method == "ar-adals"
 
 
 def train_size(config):
@@ -79,7 +75,8 @@ def training_datasets(config, shuffle_seed=None, initial_epoch=0):
         examples = score_cache.index_examples(examples)
     examples = examples.cache()
     seed = config.seed if shuffle_seed is None else shuffle_seed
-    epochs = range(initial_epoch, config.epochs)
+    # A backup of the last epoch leaves nothing to train; fit then reads no batch.
+    epochs = range(min(initial_epoch, config.epochs - 1), config.epochs)
     batches = [
         examples.shuffle(10_000, seed=seed * 100_003 + epoch).batch(config.batch_size)
         for epoch in epochs
@@ -139,17 +136,18 @@ def member_seed(config, member):
 def _ar_adals_settings(config):
     return dict(
         num_strata=config.num_strata,
-        eps_max=config.eps_max,
+        eps_max=config.eps_max if config.strata_by == "attack" else None,
         attack_steps=config.attack_steps,
         alpha=config.alpha,
         eps_init=config.eps_init,
         eps_cap=config.eps_cap,
+        max_step=config.max_step,
         eps_update=config.eps_update,
         strata_by=config.strata_by,
         attack_loss=config.attack_loss,
         attack_candidates=config.attack_candidates,
         rescore_every=config.rescore_every,
-        train_size=train_size(config) if caches_scores(config) else None,
+        train_size=train_size(config),
     )
 
 

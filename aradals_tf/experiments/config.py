@@ -67,28 +67,41 @@ class TrainConfig:
     )
     focal_gamma: float = _setting(3.0, "gamma of --method focal.")
     mixup_alpha: float = _setting(0.2, "Beta(alpha, alpha) of --method mixup.")
-    num_strata: int = _setting(10, "AR-AdaLS: robustness strata.")
+    num_strata: int | str = _setting(
+        choices.DEFAULT_NUM_STRATA,
+        "AR-AdaLS: robustness strata, or 'auto' (about 25 validation examples each, at most 10).",
+    )
     eps_max: float | None = _setting(
-        None, "AR-AdaLS: attack radius in [0, 1] pixel units (default: the dataset's)."
+        None,
+        "AR-AdaLS with --strata-by attack: the attack's largest radius, in (0, 1] pixel "
+        "units (default: the dataset's).",
     )
     attack_steps: int = _setting(10, "AR-AdaLS: attack steps, which are the robustness levels.")
-    alpha: float = _setting(1.0, "AR-AdaLS: step of the eps update.")
-    eps_init: float = _setting(0.0, "AR-AdaLS: initial eps of every stratum.")
-    eps_cap: float = _setting(0.5, "AR-AdaLS: largest eps.")
     eps_update: str = _setting(
-        "shrunk",
-        "AR-AdaLS: the eps update's step: 'shrunk' is alpha (conf - acc) less two "
-        "standard errors of that gap, so a gap within noise does not move eps; "
-        "'additive' is alpha (conf - acc), the paper's; 'relative' divides it by "
-        "the stratum's error rate.",
+        choices.DEFAULT_EPS_UPDATE,
+        "AR-AdaLS: the eps update rule: 'pooled' fits the validation gap conf - correct "
+        "over the robustness quantile with every validation example and shrinks each "
+        "stratum toward that fit; 'additive' is each stratum's conf - acc, the paper's; "
+        "'shrunk' is that gap less two standard errors; 'relative' divides it by the "
+        "stratum's error rate.",
         choices.EPS_UPDATES,
+    )
+    alpha: float = _setting(choices.DEFAULT_ALPHA, "AR-AdaLS: step size of the eps update.")
+    eps_init: float = _setting(0.0, "AR-AdaLS: every stratum's eps until the first update.")
+    eps_cap: float = _setting(choices.DEFAULT_EPS_CAP, "AR-AdaLS: largest eps.")
+    max_step: float = _setting(
+        choices.DEFAULT_MAX_STEP, "AR-AdaLS: the most a stratum's eps moves in one update."
+    )
+    warmup_epochs: int = _setting(
+        choices.DEFAULT_WARMUP_EPOCHS,
+        "AR-AdaLS: epochs before the first eps update (and before examples are scored).",
     )
     strata_by: str = _setting(
         "attack",
-        "AR-AdaLS: the score that sorts examples into strata: 'attack' runs the "
-        "growing-radius attack on every batch (the paper's); 'first_order' "
-        "(margin / input-gradient norm), 'margin' (top-2 logits) and 'confidence' "
-        "come from the training forward pass, cheaper (docs: training-cost study).",
+        "AR-AdaLS: the score that sorts examples into strata: 'attack' is the "
+        "growing-radius attack (the paper's); 'first_order' (margin / input-gradient "
+        "norm), 'margin' (top-2 logits) and 'confidence' are cheaper (docs: "
+        "training-cost study).",
         choices.STRATA_SOURCES,
     )
     attack_loss: str = _setting(
@@ -101,11 +114,10 @@ class TrainConfig:
         "(k - 1 extra backward passes per batch).",
     )
     rescore_every: int = _setting(
-        8,
-        "AR-AdaLS with --strata-by attack or first_order: score each training and "
-        "validation example once every k epochs and stratify it by its cached score in "
-        "between; 1 scores every example in every epoch; ignored for margin and "
-        "confidence (docs: training-cost study, which chose the default).",
+        choices.DEFAULT_RESCORE_EVERY,
+        "AR-AdaLS: score each training and validation example once every k epochs "
+        "and stratify it by its kept score in between; 1 scores every example in "
+        "every epoch (docs: training-cost study).",
     )
     strategy: str = _setting("default", "tf.distribute strategy.", STRATEGIES)
     ensemble_size: int = _setting(
@@ -157,8 +169,21 @@ class TrainConfig:
                 f"Unknown backbone {self.backbone!r}; valid names: "
                 f"{', '.join(backbones.BACKBONES)}."
             )
-        if self.eps_max is None:
+        if self.num_strata != "auto":
+            try:
+                self.num_strata = int(self.num_strata)
+            except (TypeError, ValueError):
+                raise ValueError(
+                    f"num_strata must be an integer or 'auto'; got {self.num_strata!r}."
+                ) from None
+        if self.method == "ar-adals" and self.strata_by != "attack" and self.eps_max is not None:
+            raise ValueError(
+                f"eps_max is the attack's radius; --strata-by {self.strata_by} runs no attack."
+            )
+        if self.eps_max is None and self.strata_by == "attack":
             self.eps_max = info.eps_max
+        if self.eps_max is not None and not 0 < self.eps_max <= 1:
+            raise ValueError(f"eps_max must be in (0, 1] (pixel units); got {self.eps_max}.")
         data.check_fold(self.fold, self.folds)
         if self.fold is not None and info.source != "embedded":
             raise ValueError(
@@ -167,7 +192,6 @@ class TrainConfig:
         for name in (
             "epochs",
             "batch_size",
-            "num_strata",
             "attack_steps",
             "attack_candidates",
             "rescore_every",
@@ -175,7 +199,11 @@ class TrainConfig:
         ):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1; got {getattr(self, name)}.")
-        for name in ("learning_rate", "mixup_alpha", "eps_max"):
+        if self.num_strata != "auto" and self.num_strata < 1:
+            raise ValueError(f"num_strata must be >= 1; got {self.num_strata}.")
+        if self.warmup_epochs < 0:
+            raise ValueError(f"warmup_epochs must be >= 0; got {self.warmup_epochs}.")
+        for name in ("learning_rate", "mixup_alpha", "max_step"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0; got {getattr(self, name)}.")
         for name in ("focal_gamma", "alpha"):
@@ -189,8 +217,6 @@ class TrainConfig:
             )
         if self.attack_candidates > 1 and self.attack_loss != "margin":
             raise ValueError("attack_candidates > 1 needs attack_loss 'margin'.")
-        if self.strata_by not in ("attack", "first_order"):
-            self.rescore_every = 1  # margin and confidence are free: nothing to cache
         return self
 
     @classmethod
@@ -208,6 +234,8 @@ class TrainConfig:
             "ar-adals": (
                 "alpha",
                 "eps_cap",
+                "max_step",
+                "warmup_epochs",
                 "eps_update",
                 "num_strata",
                 "eps_max",

@@ -7,6 +7,7 @@ and reliability diagrams. Directories and files are written atomically (see
 `atomic`), so an interrupted run leaves nothing half-written.
 """
 
+import csv
 import dataclasses
 import os
 import shutil
@@ -48,16 +49,17 @@ def _fit(config, model, backup_dir, verbose, extra_callbacks, shuffle_seed=None)
         one_pass = config.smoothing_data == "clean"
         adaptive = adaptive_smoothing.AdaptiveSmoothing(
             build.smoothing_dataset(config, validation),
-            # The same rotation as the training examples' (the split's order is fixed).
-            rescore_every=config.rescore_every,
+            warmup_epochs=config.warmup_epochs,
             validation_metrics=one_pass,
         )
         callbacks.insert(0, adaptive)
         validation_data = None if one_pass else validation
-    # After the eps update in the callback order, so a backup holds the epoch's eps.
-    resume.stateful_callbacks = [adaptive] if adaptive else []
-    callbacks.insert(1 if adaptive else 0, resume)
-    history = model.fit(
+    # After the eps update in the callback order, so a backup holds the epoch's
+    # eps, and the epochs' logs, so a resumed run's history is whole.
+    recorder = EpochLogs()
+    resume.stateful_callbacks = [recorder] + ([adaptive] if adaptive else [])
+    callbacks[1 if adaptive else 0 : 1 if adaptive else 0] = [recorder, resume]
+    model.fit(
         train,
         validation_data=validation_data,
         epochs=config.epochs,
@@ -66,8 +68,26 @@ def _fit(config, model, backup_dir, verbose, extra_callbacks, shuffle_seed=None)
         shuffle=False,  # the dataset shuffles itself, seeded
         verbose=verbose,
     )
-    history = {key: [float(v) for v in values] for key, values in history.history.items()}
-    return history, (adaptive.records if adaptive else [])
+    return recorder.history, (adaptive.records if adaptive else [])
+
+
+class EpochLogs(keras.callbacks.Callback):
+    """Keras's per-epoch logs, kept in the backup so that a resumed run's
+    history holds every epoch, not only those after the resume."""
+
+    def __init__(self):
+        super().__init__()
+        self.history = {}
+
+    def on_epoch_end(self, epoch, logs=None):
+        for key, value in (logs or {}).items():
+            self.history.setdefault(key, []).append(float(value))
+
+    def get_state(self):
+        return {"history": self.history}
+
+    def set_state(self, state):
+        self.history = {key: list(values) for key, values in state["history"].items()}
 
 
 def _eps_plot(config, records, path, label=""):
@@ -188,6 +208,8 @@ def train_run(config, out, overwrite=False, verbose="auto", extra_callbacks=()):
                 {"aradals_tf_version": __version__, **dataclasses.asdict(config)},
             )
             atomic.write_json(os.path.join(partial, "history.json"), history)
+            if not sequential:  # one model: Keras's per-epoch logs, as CSVLogger writes them
+                _write_csv(os.path.join(partial, "history.csv"), history)
     finally:
         if scratch is not None:
             shutil.rmtree(scratch, ignore_errors=True)
@@ -195,6 +217,16 @@ def train_run(config, out, overwrite=False, verbose="auto", extra_callbacks=()):
         resume_state = hidden_sibling(out, "members" if sequential else "backup")
         shutil.rmtree(resume_state, ignore_errors=True)
     return history
+
+
+def _write_csv(path, history):
+    keys = sorted(history)
+    with atomic.atomic_file(path) as stream:
+        writer = csv.writer(stream)
+        writer.writerow(["epoch", *keys])
+        for epoch in range(max((len(history[key]) for key in keys), default=0)):
+            row = [history[key][epoch] if epoch < len(history[key]) else "" for key in keys]
+            writer.writerow([epoch, *row])
 
 
 def is_chief(config):
