@@ -57,7 +57,9 @@ def _attack_settings(eps_max, steps, norm, clip_min, clip_max, loss, candidates)
     )
 
 
-# One compiled attack per (model, settings); dropped with the model.
+# One compiled attack per (model, settings); dropped with the model: the
+# functions reach the model through a weak reference, since a value that held
+# it would keep its own key alive.
 _COMPILED = weakref.WeakKeyDictionary()
 
 
@@ -65,14 +67,15 @@ def _compiled_attack(model, settings):
     per_model = _COMPILED.setdefault(model, {})
     if settings not in per_model:
         kwargs = dict(settings)
+        model_ref = weakref.ref(model)
 
         @tf.function(reduce_retracing=True)
         def attack(x, labels):
-            return growing_radius_attack(model, x, labels, **kwargs)
+            return growing_radius_attack(model_ref(), x, labels, **kwargs)
 
         @tf.function(reduce_retracing=True)
         def attack_own_prediction(x):
-            return growing_radius_attack(model, x, None, **kwargs)
+            return growing_radius_attack(model_ref(), x, None, **kwargs)
 
         per_model[settings] = (attack, attack_own_prediction)
     return per_model[settings]
