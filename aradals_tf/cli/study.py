@@ -81,9 +81,9 @@ from aradals_tf.experiments import config as config_lib
 @click.option(
     "--resamples",
     type=click.IntRange(min=100),
-    default=1000,
+    default=10_000,
     show_default=True,
-    help="Bootstrap resamples of the intervals.",
+    help="Bootstrap resamples of the intervals (examples and seeds).",
 )
 @quiet_tensorflow.needs_tensorflow
 def compare(

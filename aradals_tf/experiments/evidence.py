@@ -1,12 +1,15 @@
-"""The evidence of a comparison: intervals over test examples, and verdicts.
+"""The evidence of a comparison: intervals over test examples and seeds, and verdicts.
 
-Each method's ECE, adaptive ECE and NLL, clean and averaged over the shifted
-copies, get a 95 % bootstrap interval over the test examples
+Each method's plug-in ECE, debiased ECE, NLL and Brier score, clean and
+averaged over the shifted copies, get a 95 % bootstrap interval
 (`aradals_tf.intervals`); each pair of methods that decides a claim gets the
-paired interval of its difference, over the same resamples, and a verdict:
-better, worse or no difference at 95 %. Runs of one method over several
-seeds and folds are pooled by example id: with cross-fitting folds every
-example of the dataset is tested once per seed.
+paired interval of its difference over the same resamples. The runs of one
+seed over the cross-fitting folds are pooled first (their predictions
+concatenated: every example of the dataset is tested once per seed), and
+with several seeds every resample draws seeds as well as examples, so the
+intervals carry training noise. The verdicts (better, worse, no difference)
+rest on the debiased ECE, NLL and Brier, Holm-adjusted over the whole family
+of differences a comparison judges.
 """
 
 import numpy as np
@@ -17,6 +20,7 @@ from aradals_tf.experiments import evaluate
 
 CONDITIONS = ("clean", "shift")
 KINDS = {"raw": "", "temperature": "+ts"}
+METRICS = ("ece", "debiased_ece", "nll", "brier")
 
 
 def run_examples(run_dir, config, kind="raw", num_bins=15):
@@ -74,8 +78,26 @@ def default_pairs(labels, reference="vanilla"):
     ]
 
 
+def _pooled_by_seed(entries, kind):
+    """One pooled `(ids, {condition: [stats]})` per seed of a method's runs."""
+    by_seed = {}
+    for run_dir, config in entries:
+        by_seed.setdefault(config.seed, []).append(run_examples(run_dir, config, kind))
+    pooled = []
+    for seed in sorted(by_seed):
+        parts = by_seed[seed]
+        ids = np.concatenate([part_ids for part_ids, _ in parts])
+        conditions = {
+            condition: intervals.pool([(i, by_condition[condition]) for i, by_condition in parts])[1]
+            for condition in parts[0][1]
+            if parts[0][1][condition]
+        }
+        pooled.append((ids, conditions))
+    return pooled
+
+
 def comparison_evidence(runs, pairs=(), resamples=intervals.DEFAULT_RESAMPLES, seed=0):
-    """Intervals for every method and verdicts for `pairs`.
+    """Intervals for every method and Holm-adjusted verdicts for `pairs`.
 
     Args:
         runs: `{label: [(run_dir, config), ...]}`, every run evaluated.
@@ -84,27 +106,28 @@ def comparison_evidence(runs, pairs=(), resamples=intervals.DEFAULT_RESAMPLES, s
         seed: seed of the resamples.
 
     Returns:
-        `{"resamples", "examples", "methods": {label: {kind: {condition:
-        {metric: interval}}}}, "pairs": [{"a", "b", condition: {metric:
-        interval with verdict}}]}`.
+        `{"resamples", "examples", "seeds", "methods": {label: {kind:
+        {condition: {metric: interval}}}}, "pairs": [{"pair", "a", "b",
+        condition: {metric: interval with p, p_holm, verdict}}], "family"}`.
     """
     parsed = [(text, parse_pair(text, list(runs))) for text in pairs]
     examples = {
-        (label, kind): [run_examples(run_dir, config, kind) for run_dir, config in entries]
+        (label, kind): _pooled_by_seed(entries, kind)
         for label, entries in runs.items()
         for kind in KINDS
     }
     union = intervals.example_union(
         [[(ids, None) for ids, _ in group] for group in examples.values()]
     )
-    weights = intervals.resample_weights(len(union), resamples, seed)
-    conditions = [c for c in CONDITIONS if all(e[1][c] for g in examples.values() for e in g)]
+    conditions = [c for c in CONDITIONS if all(c in e[1] for g in examples.values() for e in g)]
     cache = {}
 
     def replicates(key, condition, metric):
         if (key, condition, metric) not in cache:
             group = [(ids, by_condition[condition]) for ids, by_condition in examples[key]]
-            cache[key, condition, metric] = intervals.run_replicates(group, union, weights, metric)
+            cache[key, condition, metric] = intervals.run_replicates(
+                group, union, resamples, seed, metric
+            )
         return cache[key, condition, metric]
 
     methods = {
@@ -112,7 +135,7 @@ def comparison_evidence(runs, pairs=(), resamples=intervals.DEFAULT_RESAMPLES, s
             kind: {
                 condition: {
                     metric: intervals.summarize(*replicates((label, kind), condition, metric))
-                    for metric in intervals.METRICS
+                    for metric in METRICS
                 }
                 for condition in conditions
             }
@@ -120,21 +143,27 @@ def comparison_evidence(runs, pairs=(), resamples=intervals.DEFAULT_RESAMPLES, s
         }
         for label in runs
     }
-    verdicts = []
+    verdicts, family = [], []
     for text, (a, b) in parsed:
         entry = {"pair": text, "a": list(a), "b": list(b)}
         for condition in conditions:
             entry[condition] = {}
-            for metric in intervals.METRICS:
+            for metric in METRICS:
                 value_a, draws_a = replicates(a, condition, metric)
                 value_b, draws_b = replicates(b, condition, metric)
-                entry[condition][metric] = intervals.summarize(
-                    value_a - value_b, draws_a - draws_b, paired=True
-                )
+                result = intervals.summarize(value_a - value_b, draws_a - draws_b, paired=True)
+                entry[condition][metric] = result
+                if metric in intervals.VERDICT_METRICS:
+                    family.append(result)
         verdicts.append(entry)
+    for result, adjusted in zip(family, intervals.holm([r["p"] for r in family])):
+        result["p_holm"] = adjusted
+        result["verdict"] = intervals.holm_verdict(result, adjusted)
     return {
         "resamples": resamples,
         "examples": int(len(union)),
+        "seeds": {label: len(examples[label, "raw"]) for label in runs},
         "methods": methods,
         "pairs": verdicts,
+        "family": len(family),
     }

@@ -174,7 +174,13 @@ def _interval_cell(result, scale):
     )
 
 
-_EVIDENCE_METRICS = (("ece", "ECE %", 100), ("adaptive_ece", "aECE %", 100), ("nll", "NLL", 1))
+_EVIDENCE_METRICS = (
+    ("ece", "ECE %", 100),
+    ("debiased_ece", "debiased ECE %", 100),
+    ("nll", "NLL", 1),
+    ("brier", "Brier", 1),
+)
+_VERDICT_METRICS = (("debiased_ece", "dECE"), ("nll", "NLL"), ("brier", "Brier"))
 
 
 def format_evidence(evidence):
@@ -188,20 +194,30 @@ def format_evidence(evidence):
             for kind, results in kinds.items():
                 cells = [_interval_cell(results[condition][m], s) for m, _, s in _EVIDENCE_METRICS]
                 body.append([label, condition, "none" if kind == "raw" else "TS"] + cells)
+    seeds = sorted(set(evidence.get("seeds", {}).values())) or [1]
     lines = [
-        f"95 % bootstrap intervals over {evidence['examples']} test examples "
-        f"({evidence['resamples']} resamples; runs of a method averaged in each resample):"
+        f"95 % bootstrap intervals over {evidence['examples']} test examples and "
+        f"{'/'.join(str(s) for s in seeds)} seeds per method ({evidence['resamples']} "
+        "resamples of examples and seeds; folds of a seed pooled):"
     ]
     lines += _aligned(header, body, left_columns=3)
     if evidence["pairs"]:
-        header = ["difference", "data"] + [t for _, t, _ in _EVIDENCE_METRICS] + ["verdict (ECE)"]
+        titles = [t for _, t, _ in _EVIDENCE_METRICS] + [
+            f"verdict ({t})" for _, t in _VERDICT_METRICS
+        ]
+        header = ["difference", "data"] + titles
         body = []
         for pair in evidence["pairs"]:
             a, b = pair["pair"].split(":")
             for condition in conditions:
                 results = pair[condition]
                 cells = [_interval_cell(results[m], s) for m, _, s in _EVIDENCE_METRICS]
-                body.append([f"{a} - {b}", condition] + cells + [results["ece"]["verdict"]])
-        lines += ["", "Paired differences (same resamples; negative = the first is better):"]
+                verdicts = [results[m]["verdict"] for m, _ in _VERDICT_METRICS]
+                body.append([f"{a} - {b}", condition] + cells + verdicts)
+        lines += [
+            "",
+            "Paired differences (same resamples; negative = the first is better); verdicts "
+            f"Holm-adjusted over the {evidence.get('family', 0)} differences judged:",
+        ]
         lines += _aligned(header, body, left_columns=2)
     return "\n".join(lines)
