@@ -13,6 +13,7 @@ import numpy as np
 
 from aradals_tf import atomic
 from aradals_tf import corruptions
+from aradals_tf import intervals
 from aradals_tf import plots
 from aradals_tf.experiments import evaluate
 from aradals_tf.experiments import evidence
@@ -167,7 +168,7 @@ def run_comparison(
     select_on="validation",
     folds=None,
     pairs=None,
-    resamples=1000,
+    resamples=intervals.DEFAULT_RESAMPLES,
     verbose=1,
 ):
     """The method comparison: select hyper-parameters on validation, then test.

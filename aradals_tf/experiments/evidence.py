@@ -88,7 +88,7 @@ def _pooled_by_seed(entries, kind):
         parts = by_seed[seed]
         ids = np.concatenate([part_ids for part_ids, _ in parts])
         conditions = {
-            condition: intervals.pool([(i, by_condition[condition]) for i, by_condition in parts])[1]
+            condition: intervals.pool([(i, by_cond[condition]) for i, by_cond in parts])[1]
             for condition in parts[0][1]
             if parts[0][1][condition]
         }
