@@ -15,21 +15,27 @@ Two kinds of source:
   training.
 - TensorFlow Datasets: `mnist`, `fashion_mnist`, `cifar10`, `cifar100`,
   `svhn_cropped`, and `cifar10_corrupted/<corruption>_<severity>` (the real
-  CIFAR-10-C, test split only). The validation split is the last 10 % of
-  tfds's train split. Nothing is downloaded unless `download=True`; when the
-  data is not in `data_dir` the error says how to provide it.
+  CIFAR-10-C, test split only); and any TFDS image classification dataset
+  as `tfds:NAME[/CONFIG]`. The validation split is the last 10 % of tfds's
+  train split. Nothing is downloaded unless `download=True`; when the data
+  is not in `data_dir` the error says how to provide it.
+- A user's own data (`sources`): a folder of class subfolders or a `.npz`
+  of arrays `x`, `y`, by path.
 """
 
-import dataclasses
 import functools
 
 import numpy as np
 import tensorflow as tf
 
-from aradals_tf.choices import SPLITS
-
-DEFAULT_VALIDATION_FRACTION = 0.1
-DEFAULT_TEST_FRACTION = 0.2
+from aradals_tf import sources
+from aradals_tf import tfds_sources
+from aradals_tf.choices import SPLITS  # noqa: F401 (the split names, public here)
+from aradals_tf.sources import DEFAULT_TEST_FRACTION
+from aradals_tf.sources import DEFAULT_VALIDATION_FRACTION
+from aradals_tf.sources import DatasetInfo
+from aradals_tf.tfds_sources import TFDS_PREFIX
+from aradals_tf.tfds_sources import cifar10_corrupted_configs  # noqa: F401 (public here too)
 
 _MNIST_CLASS_NAMES = tuple(str(digit) for digit in range(10))
 _CIFAR10_CLASS_NAMES = (
@@ -56,33 +62,6 @@ _FASHION_MNIST_CLASS_NAMES = (
     "bag",
     "ankle-boot",
 )
-
-
-@dataclasses.dataclass(frozen=True)
-class DatasetInfo:
-    """What the package knows about one dataset.
-
-    Attributes:
-        name: registry name, as given to `load_dataset`.
-        image_shape: `(height, width, channels)` of one image.
-        num_classes: number of classes.
-        source: `"embedded"` (ships with an installed package) or `"tfds"`.
-        eps_max: default L-inf attack budget in [0, 1] pixel units for the
-            robustness measurement (0.3 for MNIST-like data, 8/255 for
-            natural images).
-        class_names: class names, index = label, or `None` when unknown.
-        description: one line for `--help` and error messages.
-        splits: the splits the source provides.
-    """
-
-    name: str
-    image_shape: tuple
-    num_classes: int
-    source: str
-    eps_max: float
-    class_names: tuple | None
-    description: str
-    splits: tuple = SPLITS
 
 
 DATASETS = {
@@ -165,45 +144,44 @@ DATASETS = {
 }
 
 
+
 def dataset_names():
     """Returns the registered dataset names, in registry order."""
     return tuple(DATASETS)
 
 
-def _split_base_name(name):
-    """`"cifar10_corrupted/fog_3"` -> `("cifar10_corrupted", "fog_3")`."""
-    base, _, config = name.partition("/")
-    return base, config or None
-
-
-def dataset_info(name):
+def dataset_info(name, *, image_size=None, data_dir=None):
     """Returns the `DatasetInfo` of `name`.
 
     Args:
-        name: a registry name; for CIFAR-10-C also
-            `"cifar10_corrupted/<corruption>_<severity>"`.
+        name: a registry name (for CIFAR-10-C also
+            `"cifar10_corrupted/<corruption>_<severity>"`), `"tfds:NAME[/CONFIG]"`,
+            or the path of a folder of class subfolders or of a `.npz` file.
+        image_size: `(h, w)` (or `"HxW"`) the images are resized to.
+        data_dir: tfds data directory, for `tfds:` names.
 
     Returns:
         The `DatasetInfo`.
 
     Raises:
         ValueError: when the name is not registered (the message lists the
-            valid names).
+            valid names) or a user's data is malformed (the message says how).
     """
-    base, config = _split_base_name(name)
+    if sources.is_user_data(name):
+        return sources.dataset_info(name, image_size)
+    if name.startswith(TFDS_PREFIX):
+        return tfds_sources.tfds_info(
+            name[len(TFDS_PREFIX) :], data_dir, sources.parse_image_size(image_size)
+        )
+    base, config = tfds_sources.split_base_name(name)
     if base not in DATASETS:
-        raise ValueError(f"Unknown dataset {name!r}; valid names: {', '.join(DATASETS)}.")
+        raise ValueError(
+            f"Unknown dataset {name!r}: not a registry name ({', '.join(DATASETS)}), "
+            "a folder of class subfolders, a .npz file, or tfds:NAME."
+        )
     if config is not None and base != "cifar10_corrupted":
         raise ValueError(f"Dataset {base!r} has no configurations; use plain {base!r}.")
     return DATASETS[base]
-
-
-def cifar10_corrupted_configs():
-    """Returns the `<corruption>_<severity>` configurations tfds knows."""
-    import tensorflow_datasets as tfds
-
-    builder_cls = tfds.builder_cls("cifar10_corrupted")
-    return tuple(config.name for config in builder_cls.BUILDER_CONFIGS)
 
 
 def _check_split(info, split):
@@ -350,11 +328,19 @@ def load_arrays(
     >>> images.shape
     (360, 8, 8, 1)
     """
+    if sources.is_user_data(name):
+        return sources.load_arrays(
+            name,
+            split,
+            seed,
+            validation_fraction=validation_fraction,
+            test_fraction=test_fraction,
+        )
     info = dataset_info(name)
     if info.source != "embedded":
         raise ValueError(
-            f"load_arrays serves the embedded sets (mnist5k, digits); "
-            f"use load_dataset({name!r}) for tfds data."
+            f"load_arrays serves the embedded sets (mnist5k, digits) and a user's folder or "
+            f".npz; use load_dataset({name!r}) for tfds data."
         )
     images, labels = _embedded_arrays(info.name)
     indices = split_indices(
@@ -369,55 +355,6 @@ def load_arrays(
     return images[indices], labels[indices]
 
 
-def _tfds_split(split, validation_fraction):
-    """Maps our split names onto tfds's slicing syntax."""
-    percent = round(100 * (1 - validation_fraction))
-    return {
-        "train": f"train[:{percent}%]",
-        "validation": f"train[{percent}%:]",
-        "test": "test",
-    }[split]
-
-
-def _load_tfds(name, split, data_dir, download, validation_fraction):
-    import tensorflow_datasets as tfds
-
-    base, config = _split_base_name(name)
-    if base == "cifar10_corrupted":
-        valid = cifar10_corrupted_configs()
-        if config not in valid:
-            raise ValueError(
-                "cifar10_corrupted needs a configuration "
-                "cifar10_corrupted/<corruption>_<severity>; valid ones: "
-                f"{', '.join(valid)}."
-            )
-    tfds_split = _tfds_split(split, validation_fraction)
-    try:
-        dataset = tfds.load(
-            name,
-            split=tfds_split,
-            data_dir=data_dir,
-            download=download,
-            as_supervised=True,
-            shuffle_files=False,
-        )
-    except (AssertionError, FileNotFoundError) as error:
-        where = data_dir or "the default tfds data dir (~/tensorflow_datasets)"
-        raise FileNotFoundError(
-            f"tfds has no prepared data for {name!r} in {where}: prepare it "
-            f"with `tfds build {base}` on a machine with internet, then pass "
-            "--data-dir DIR (data_dir=DIR in Python) pointing to that "
-            f"directory. ({type(error).__name__}: "
-            f"{str(error).splitlines()[0] if str(error) else ''})"
-        ) from None
-
-    def to_float(image, label):
-        image = tf.cast(image, tf.float32) / 255.0
-        return image, tf.cast(label, tf.int32)
-
-    return dataset.map(to_float, num_parallel_calls=tf.data.AUTOTUNE)
-
-
 def load_dataset(
     name,
     split="train",
@@ -429,8 +366,9 @@ def load_dataset(
     test_fraction=DEFAULT_TEST_FRACTION,
     fold=None,
     folds=5,
+    image_size=None,
 ):
-    """Loads one split of a registered dataset.
+    """Loads one split of a dataset: registered, `tfds:NAME`, or a user's folder or `.npz`.
 
     Args:
         name: a name from `dataset_names()`; CIFAR-10-C as
@@ -446,6 +384,8 @@ def load_dataset(
         test_fraction: fraction of the embedded sets used for testing.
         fold: cross-fitting fold of an embedded set (see `load_arrays`).
         folds: the number of folds, with `fold`.
+        image_size: `(h, w)` (or `"HxW"`) to resize the images to (tfds and
+            a user's data).
 
     Returns:
         An unbatched `tf.data.Dataset` of `(image, label)`: float32
@@ -458,10 +398,22 @@ def load_dataset(
     >>> image.shape, image.dtype
     (TensorShape([28, 28, 1]), tf.float32)
     """
-    info = dataset_info(name)
+    info = dataset_info(name, image_size=image_size, data_dir=data_dir)
     _check_split(info, split)
     _check_fractions(validation_fraction, test_fraction)
     check_fold(fold, folds)
+    if info.source in ("folder", "arrays"):
+        if fold is not None:
+            raise ValueError("Cross-fitting folds split the embedded sets; leave fold unset.")
+        arrays = sources.load_arrays(
+            name,
+            split,
+            seed,
+            image_size=image_size,
+            validation_fraction=validation_fraction,
+            test_fraction=test_fraction,
+        )
+        return tf.data.Dataset.from_tensor_slices(arrays)
     if info.source == "embedded":
         images, labels = load_arrays(
             name,
@@ -478,4 +430,6 @@ def load_dataset(
             f"Cross-fitting folds split the embedded sets (mnist5k, digits); {name!r} "
             "comes from tfds with fixed train/test splits: leave fold unset."
         )
-    return _load_tfds(name, split, data_dir, download, validation_fraction)
+    return tfds_sources.load_tfds(
+        name, split, data_dir, download, validation_fraction, sources.parse_image_size(image_size)
+    )

@@ -1,31 +1,30 @@
 #!/usr/bin/env python
-"""Benchmark: the cost of AR-AdaLS training modes against vanilla, and what they give.
+"""Benchmark: what each AR-AdaLS training mode costs, part by part, and what it gives.
 
-For each mode it trains with `aradals-tf train`'s code path (same backbone,
-optimizer, data, epochs, validation pass), records seconds per epoch (median
-of the epochs after the first, which includes tracing), and evaluates test
-ECE clean and averaged over the test corruption suite (the 15 benchmark types x
-severities 1-5). Modes:
-  vanilla               hard labels, no attack;
-  attack every epoch    AR-AdaLS, strata by the growing-radius attack (T=10) of
-                        every example in every epoch (`rescore_every=1`);
-  attack                AR-AdaLS with the library's defaults: the attack, each
-                        example re-attacked once every `rescore_every` epochs;
-  first_order every epoch
-                        AR-AdaLS, strata by margin / ||grad margin||_1 from the
-                        training forward pass plus one backward pass;
-  first_order           the same score with the library's defaults: each
-                        example re-scored once every `rescore_every` epochs;
-  margin, confidence    AR-AdaLS, strata by the training pass's top-2 logit
-                        margin or confidence (no extra pass).
-(`--modes` picks some; `--set alpha=0.5 --set eps_cap=0.1` sets AR-AdaLS
-hyper-parameters, e.g. the ones the comparison chose on validation.)
-Then, on a vanilla model's test split, the Spearman rank correlation of each
-cheap robustness estimate with the full attack's level (only the ranking
-matters for equal-size strata): first-order, attack with T=5, top-2 logit
-margin, confidence.
+Every mode trains a small CNN on mnist5k (batch 128, Adam 1e-3) and is timed
+per epoch (median of the epochs after the first two, which include tracing
+and the warm-up). The reference is plain Keras: the backbone compiled with
+its cross-entropy and `keras.Model.fit` on the arrays, no validation data.
+Modes:
+  keras                 the reference;
+  vanilla               the package's vanilla run (`aradals-tf train` code path);
+  python attack         `ARAdaLSModel(backbone, 10, eps_max=0.3)` and
+                        `AdaptiveSmoothing(validation)` through `model.fit` on
+                        arrays, every setting at the library's default;
+  attack                the CLI's defaults (`aradals-tf train --method ar-adals`);
+  attack every epoch    the same with every example scored every epoch (k = 1);
+  no scoring            the CLI's AR-AdaLS with scoring never started: what the
+                        soft targets, the cache bookkeeping and the epoch-end
+                        pass cost without the attack;
+  first_order, margin, confidence
+                        the CLI's defaults with strata from those scores.
+Each epoch is split into: training steps (the batches, scoring of due examples
+included), of which the attack's part is the steps' time less that of "no
+scoring"; the validation scoring pass; the eps update; and the rest (callbacks,
+logging, the input pipeline). Test ECE, clean and over the 15-type shift
+suite, says what each mode gives.
 
-Usage: python scripts/bench_training.py [--epochs 20] [--seeds 0,1,2] [--set alpha=0.5]
+Usage: python scripts/bench_training.py [--epochs 20] [--seeds 0,1,2] [--modes ...]
        [--out runs/bench_training]
 Only ratios measured in one run mean anything on a shared machine.
 """
@@ -38,70 +37,121 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-from scipy.stats import spearmanr  # noqa: E402
 
+import aradals_tf as at  # noqa: E402
+from aradals_tf import adaptive_smoothing  # noqa: E402
 from aradals_tf import data  # noqa: E402
 from aradals_tf import experiments  # noqa: E402
-from aradals_tf import first_order  # noqa: E402
-from aradals_tf import robustness  # noqa: E402
+from aradals_tf import metrics  # noqa: E402
 
-MODES = {
+CLI_MODES = {
     "vanilla": {"method": "vanilla"},
-    "attack every epoch": {"method": "ar-adals", "rescore_every": 1},
     "attack": {"method": "ar-adals"},
-    "first_order every epoch": {
-        "method": "ar-adals",
-        "strata_by": "first_order",
-        "rescore_every": 1,
-    },
+    "attack every epoch": {"method": "ar-adals", "rescore_every": 1},
+    "no scoring": {"method": "ar-adals", "warmup_epochs": 10_000},
     "first_order": {"method": "ar-adals", "strata_by": "first_order"},
     "margin": {"method": "ar-adals", "strata_by": "margin"},
     "confidence": {"method": "ar-adals", "strata_by": "confidence"},
 }
+MODES = ("keras", "vanilla", "python attack", *[m for m in CLI_MODES if m != "vanilla"])
+PARTS = ("steps", "attack", "validation pass", "eps update", "rest")
 
 
-class EpochTimer(keras.callbacks.Callback):
+class Clock(keras.callbacks.Callback):
+    """Per epoch: wall time, the training batches' time, and the eps callback's."""
+
     def __init__(self):
         super().__init__()
-        self.times = []
+        self.epochs = []
 
     def on_epoch_begin(self, epoch, logs=None):
-        self.start = time.perf_counter()
+        self.start, self.steps = time.perf_counter(), 0.0
+        _PASS[0] = _UPDATE[0] = 0.0
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self.batch = time.perf_counter()
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.steps += time.perf_counter() - self.batch
 
     def on_epoch_end(self, epoch, logs=None):
-        self.times.append(time.perf_counter() - self.start)
+        # Called last (after the eps update): the whole epoch is in.
+        total = time.perf_counter() - self.start
+        update = _UPDATE[0] - _PASS[0]
+        self.epochs.append(
+            {
+                "total": total,
+                "steps": self.steps,
+                "validation pass": _PASS[0],
+                "eps update": update,
+                "rest": total - self.steps - _UPDATE[0],
+            }
+        )
 
 
-def rank_correlations(run_dir, eps_max, steps):
-    _, model = experiments.load_run(run_dir)
-    images, _ = data.load_arrays("mnist5k", "test")
-    full = np.concatenate(
+# Seconds of this epoch's validation pass and of the whole eps callback.
+_PASS, _UPDATE = [0.0], [0.0]
+
+
+def _timed(function, box):
+    def wrapper(*args, **kwargs):
+        start = time.perf_counter()
+        try:
+            return function(*args, **kwargs)
+        finally:
+            box[0] += time.perf_counter() - start
+
+    return wrapper
+
+
+adaptive_smoothing.validation_pass = _timed(adaptive_smoothing.validation_pass, _PASS)
+adaptive_smoothing.AdaptiveSmoothing.on_epoch_end = _timed(
+    adaptive_smoothing.AdaptiveSmoothing.on_epoch_end, _UPDATE
+)
+
+
+def _evaluate(model, images, labels, shifted):
+    logits = model.predict(images, batch_size=500, verbose=0)
+    ece = float(metrics.expected_calibration_error(labels, logits, from_logits=True))
+    shift = np.mean(
         [
-            robustness.adversarial_robustness(
-                model, images[i : i + 250], eps_max=eps_max, steps=steps
-            )[1].numpy()
-            for i in range(0, len(images), 250)
+            float(
+                metrics.expected_calibration_error(
+                    labels, model.predict(x, batch_size=500, verbose=0), from_logits=True
+                )
+            )
+            for x in shifted
         ]
     )
-    coarse = np.concatenate(
-        [
-            robustness.adversarial_robustness(model, images[i : i + 250], eps_max=eps_max, steps=5)[
-                1
-            ].numpy()
-            for i in range(0, len(images), 250)
-        ]
-    )
-    estimate, logits = first_order.first_order_radius(model, images)
-    logits = np.asarray(logits)
-    top2 = np.sort(logits, axis=1)[:, -2:]
-    probs = tf.nn.softmax(logits).numpy()
-    return {
-        "first-order estimate": spearmanr(estimate.numpy(), full)[0],
-        "attack with T=5": spearmanr(coarse, full)[0],
-        "top-2 logit margin": spearmanr(top2[:, 1] - top2[:, 0], full)[0],
-        "confidence": spearmanr(probs.max(1), full)[0],
-    }
+    return ece, float(shift), float(np.mean(np.argmax(logits, 1) == labels))
+
+
+def _python_run(mode, seed, epochs, arrays):
+    (x, y), validation = arrays["train"], arrays["validation"]
+    keras.utils.set_random_seed(seed)
+    backbone = at.build_backbone("small_cnn", (28, 28, 1), num_classes=10)
+    clock = Clock()
+    if mode == "keras":
+        backbone.compile(
+            optimizer=keras.optimizers.Adam(1e-3),
+            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            metrics=["accuracy"],
+        )
+        backbone.fit(x, y, batch_size=128, epochs=epochs, verbose=0, callbacks=[clock])
+        return backbone, clock
+    model = at.ARAdaLSModel(backbone, num_classes=10, eps_max=0.3)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), metrics=["accuracy"])
+    callbacks = [at.AdaptiveSmoothing(validation), clock]
+    model.fit(x, y, batch_size=128, epochs=epochs, verbose=0, callbacks=callbacks)
+    return model, clock
+
+
+def _cli_run(mode, seed, epochs, out):
+    config = experiments.TrainConfig(dataset="mnist5k", epochs=epochs, seed=seed, **CLI_MODES[mode])
+    run_dir = os.path.join(out, mode.replace(" ", "_"), f"seed{seed}")
+    clock = Clock()
+    experiments.train_run(config, run_dir, overwrite=True, verbose=0, extra_callbacks=[clock])
+    return experiments.load_run(run_dir)[1], clock
 
 
 def main():
@@ -111,102 +161,80 @@ def main():
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--out", default="runs/bench_training")
-    parser.add_argument(
-        "--modes", default=",".join(MODES), help="comma-separated subset of: " + ", ".join(MODES)
-    )
-    parser.add_argument(
-        "--set",
-        dest="sets",
-        action="append",
-        default=[],
-        metavar="PARAM=VALUE",
-        help="AR-AdaLS setting for both AR-AdaLS modes (repeatable)",
-    )
+    parser.add_argument("--modes", default=",".join(MODES), help="subset of: " + ", ".join(MODES))
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
-    ar_settings = {}
-    for text in args.sets:
-        _, param, values = experiments.parse_override(text)
-        ar_settings[param] = values[0]
     modes = [m.strip() for m in args.modes.split(",")]
-    if "vanilla" not in modes:
-        modes.insert(0, "vanilla")  # the reference of the ratios
+    for needed in ("keras", "vanilla"):
+        if needed not in modes:
+            modes.insert(0, needed)  # the references of the ratios
+    arrays = {split: data.load_arrays("mnist5k", split, seed=0) for split in data.SPLITS}
+    images, labels = arrays["test"]
+    shifted = [
+        at.corrupt(images, name, severity, seed=1234)
+        for name in at.CORRUPTIONS
+        for severity in range(1, 6)
+    ]
     results = {}
-    for mode in modes:
-        settings = dict(MODES[mode])
-        if settings["method"] == "ar-adals":
-            settings.update(ar_settings)
-        per_seed = []
-        for seed in seeds:
-            config = experiments.TrainConfig(
-                dataset="mnist5k", epochs=args.epochs, seed=seed, **settings
-            )
-            run_dir = os.path.join(
-                args.out,
-                mode.replace(" ", "_").replace("(", "").replace(")", "").replace("=", ""),
-                f"seed{seed}",
-            )
-            timer = EpochTimer()
-            experiments.train_run(
-                config, run_dir, overwrite=True, verbose=0, extra_callbacks=[timer]
-            )
-            summary = experiments.evaluate_run(run_dir, shifts=("all",), verbose=0)
-            per_seed.append(
-                {
-                    "seconds_per_epoch": float(np.median(timer.times[1:])),
-                    "accuracy": summary["results"]["clean"]["raw"]["accuracy"],
-                    "ece": summary["results"]["clean"]["raw"]["ece"],
-                    "shift_ece": summary["shift_mean"]["raw"]["ece"],
-                    "run": run_dir,
-                }
+    # Seeds outermost, modes interleaved: drifts of a shared machine hit every mode alike.
+    for seed in seeds:
+        for mode in modes:
+            if mode in ("keras", "python attack"):
+                model, clock = _python_run(mode, seed, args.epochs, arrays)
+            else:
+                model, clock = _cli_run(mode, seed, args.epochs, args.out)
+            steady = clock.epochs[2:]
+            parts = {key: float(np.median([e[key] for e in steady])) for key in steady[0]}
+            ece, shift, accuracy = _evaluate(model, images, labels, shifted)
+            results.setdefault(mode, []).append(
+                {**parts, "ece": ece, "shift_ece": shift, "accuracy": accuracy}
             )
             print(
-                f"{mode} seed {seed}: {per_seed[-1]['seconds_per_epoch']:.2f} s/epoch, "
-                f"ECE {100 * per_seed[-1]['ece']:.2f} %, "
-                f"shift ECE {100 * per_seed[-1]['shift_ece']:.2f} %",
+                f"{mode} seed {seed}: {parts['total']:.3f} s/epoch, ECE {100 * ece:.2f} %, "
+                f"shift ECE {100 * shift:.2f} %",
                 flush=True,
             )
-        results[mode] = per_seed
-    vanilla_time = np.mean([r["seconds_per_epoch"] for r in results["vanilla"]])
-    default_k = experiments.TrainConfig(dataset="mnist5k").rescore_every
-    print(
-        f"\nmnist5k small_cnn, {args.epochs} epochs, seeds {seeds}, {os.cpu_count()} CPU cores; "
-        f"AR-AdaLS settings {ar_settings or 'defaults'} (rescore_every {default_k} in 'attack'); "
-        "ECE = 15-bin, test split, mean ± std over seeds"
-    )
-    print(
-        f"{'mode':<23} {'s/epoch':>8} {'x vanilla':>10} "
-        f"{'acc %':>7} {'ECE %':>13} {'shift ECE %':>13}"
-    )
+    _report(results, seeds, args.epochs)
 
-    def mean_std(per_seed, key):
-        values = 100 * np.array([r[key] for r in per_seed])
-        return values.mean(), values.std(ddof=1) if len(values) > 1 else 0.0
 
-    for mode, per_seed in results.items():
-        seconds = np.mean([r["seconds_per_epoch"] for r in per_seed])
-        ece, shift = mean_std(per_seed, "ece"), mean_std(per_seed, "shift_ece")
+def _report(results, seeds, epochs):
+    def mean(mode, key):
+        return float(np.mean([r[key] for r in results[mode]]))
+
+    keras_time, vanilla_time = mean("keras", "total"), mean("vanilla", "total")
+    scoring_free = mean("no scoring", "steps") if "no scoring" in results else None
+    print(
+        f"\nmnist5k small_cnn, batch 128, {epochs} epochs, seeds {seeds}, {os.cpu_count()} CPU "
+        "cores, one run; median s/epoch over epochs 3 and on, mean over seeds; ECE 15-bin, test."
+    )
+    header = ["mode", "s/epoch", "x keras", "x vanilla", *PARTS, "acc %", "ECE %", "shift %"]
+    print("  ".join(f"{h:>10}" if i else f"{h:<18}" for i, h in enumerate(header)))
+    for mode in results:
+        total, steps = mean(mode, "total"), mean(mode, "steps")
+        attack = steps - scoring_free if scoring_free is not None and mode != "keras" else 0.0
+        if mode in ("keras", "vanilla", "no scoring"):
+            attack = 0.0
+        cells = [
+            total,
+            total / keras_time,
+            total / vanilla_time,
+            steps - attack,
+            attack,
+            mean(mode, "validation pass"),
+            mean(mode, "eps update"),
+            mean(mode, "rest"),
+        ]
+        ece = [100 * r["ece"] for r in results[mode]]
+        shift = [100 * r["shift_ece"] for r in results[mode]]
         print(
-            f"{mode:<23} {seconds:8.2f} {seconds / vanilla_time:10.2f} "
-            f"{mean_std(per_seed, 'accuracy')[0]:7.2f} "
-            f"{ece[0]:6.2f} ± {ece[1]:4.2f} {shift[0]:6.2f} ± {shift[1]:4.2f}"
+            f"{mode:<18}  "
+            + "  ".join(f"{c:10.3f}" for c in cells)
+            + f"  {100 * mean(mode, 'accuracy'):10.2f}  {np.mean(ece):5.2f}±{np.std(ece):4.2f}"
+            + f"  {np.mean(shift):5.2f}±{np.std(shift):4.2f}"
         )
-    if "attack" in results and "attack every epoch" in results:
-        cached, every = results["attack"], results["attack every epoch"]
-        for key, label in (("ece", "clean ECE"), ("shift_ece", "shift ECE")):
-            difference = mean_std(cached, key)[0] - mean_std(every, key)[0]
-            noise = mean_std(every, key)[1]
-            print(
-                f"attack - attack every epoch, {label}: {difference:+.2f} points "
-                f"({'within' if abs(difference) <= noise else 'outside'} one seed std, {noise:.2f})"
-            )
-    correlations = rank_correlations(results["vanilla"][0]["run"], 0.3, 10)
-    print(
-        "\nSpearman rank correlation with the full attack's level "
-        "(vanilla model, 1,000 test images):"
-    )
-    for name, value in correlations.items():
-        print(f"  {name:<22} {value:.3f}")
+    if "python attack" in results and "attack" in results:
+        ratio = mean("python attack", "total") / mean("attack", "total")
+        print(f"\npython attack / CLI attack s/epoch: {ratio:.2f}")
 
 
 if __name__ == "__main__":

@@ -8,7 +8,8 @@ from aradals_tf.cli.group import SPLITS
 from aradals_tf.cli.group import cli
 from aradals_tf.cli.group import config_options
 from aradals_tf.cli.group import keras_verbosity
-from aradals_tf.cli.group import run_option
+from aradals_tf.cli.group import resolve_run
+from aradals_tf.cli.group import run_or_model_options
 
 
 @cli.command()
@@ -37,7 +38,7 @@ def train(out, overwrite, **settings):
 
 
 @cli.command()
-@run_option
+@run_or_model_options
 @click.option(
     "--shift",
     "shifts",
@@ -64,12 +65,14 @@ def train(out, overwrite, **settings):
     help="Print one row per shift, or only their mean.",
 )
 @quiet_tensorflow.needs_tensorflow
-def evaluate(run_dir, shifts, split, bins, plots_dir, each_shift):
-    """Evaluate a run: accuracy, ECE, adaptive ECE, MCE, NLL and Brier, raw
-    and temperature-scaled (T fitted on the validation split). Writes
+def evaluate(shifts, split, bins, plots_dir, each_shift, **source):
+    """Evaluate a run, or a classifier of your own (--model with --data):
+    accuracy, ECE, adaptive ECE, MCE, NLL and Brier, raw and
+    temperature-scaled (T fitted on the validation split). Writes
     metrics.json into the run directory."""
     from aradals_tf import experiments
 
+    run_dir = resolve_run(**source)
     summary = experiments.evaluate_run(
         run_dir,
         shifts=shifts,
@@ -86,7 +89,7 @@ def evaluate(run_dir, shifts, split, bins, plots_dir, each_shift):
 
 
 @cli.command()
-@run_option
+@run_or_model_options
 @click.option("--split", type=click.Choice(SPLITS), default="test", show_default=True)
 @click.option(
     "--shift", default=None, metavar="NAME:SEVERITY", help="Score a corrupted copy of the split."
@@ -133,12 +136,14 @@ def evaluate(run_dir, shifts, split, bins, plots_dir, each_shift):
     help="Write accuracy/confidence per bin as PNG.",
 )
 @quiet_tensorflow.needs_tensorflow
-def robustness(run_dir, split, shift, eps_max, steps, norm, loss, candidates, bins, plot):
+def robustness(split, shift, eps_max, steps, norm, loss, candidates, bins, plot, **source):
     """Measure each example's adversarial robustness (one growing-radius
-    attack) and show calibration per robustness bin. Writes the table as
-    JSON into the run directory."""
+    attack) and show calibration per robustness bin, for a run or a
+    classifier of your own (--model with --data). Writes the table as JSON
+    into the run directory."""
     from aradals_tf import experiments
 
+    run_dir = resolve_run(**source)
     summary = experiments.robustness_run(
         run_dir,
         split=split,

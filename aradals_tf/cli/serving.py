@@ -6,11 +6,12 @@ from aradals_tf import choices
 from aradals_tf import quiet_tensorflow
 from aradals_tf.cli.group import PREDICT_SIGNATURES
 from aradals_tf.cli.group import cli
-from aradals_tf.cli.group import run_option
+from aradals_tf.cli.group import resolve_run
+from aradals_tf.cli.group import run_or_model_options
 
 
 @cli.command("export")
-@run_option
+@run_or_model_options
 @click.option(
     "--calibration",
     type=click.Choice(choices.CALIBRATIONS),
@@ -50,16 +51,19 @@ from aradals_tf.cli.group import run_option
     help="Radii tried by the robustness signature (default: the run's).",
 )
 @quiet_tensorflow.needs_tensorflow
-def export(run_dir, calibration, name, model_version, base_dir, eps_max, attack_steps):
+def export(calibration, name, model_version, base_dir, eps_max, attack_steps, **source):
     """Export a run as a calibrated SavedModel for TF Serving, in
     BASE_DIR/NAME/VERSION/ (written atomically).
 
     Signatures: serving_default (float32 images in [0, 1]) and serving_uint8
     (uint8 images 0-255) return calibrated probabilities and confidence;
     robustness returns each input's adversarial robustness radius. Metadata
-    (T, validation ECE before and after) goes to assets.extra/aradals_tf.json."""
+    (T, validation ECE before and after, where the model and data came
+    from) goes to assets.extra/aradals_tf.json. --model PATH --data DATA
+    exports a classifier of your own the same way."""
     from aradals_tf import experiments
 
+    run_dir = resolve_run(**source)
     config, path, meta = experiments.export_run(
         run_dir,
         base_dir,

@@ -19,6 +19,11 @@ from aradals_tf.experiments.config import CORRUPTION_SEED
 from aradals_tf.experiments.config import EVAL_BATCH_SIZE
 
 
+def dataset_info(config):
+    """The `data.DatasetInfo` of a config's data (its image size and tfds directory)."""
+    return data.dataset_info(config.dataset, image_size=config.image_size, data_dir=config.data_dir)
+
+
 def split_dataset(config, split):
     """The unbatched `(image, label)` dataset of one split of a config's data."""
     return data.load_dataset(
@@ -28,6 +33,7 @@ def split_dataset(config, split):
         data_dir=config.data_dir,
         fold=config.fold,
         folds=config.folds,
+        image_size=config.image_size,
     )
 
 
@@ -163,7 +169,7 @@ def build_model(config, init_seed=None):
         `EnsembleARAdaLSModel` of `ensemble_size` backbones. Call inside the
         strategy's scope for distributed training.
     """
-    info = data.dataset_info(config.dataset)
+    info = dataset_info(config)
     init_seed = config.seed if init_seed is None else init_seed
     joint = (
         config.method == "ar-adals" and config.ensemble_size > 1 and config.ensemble_mode == "joint"

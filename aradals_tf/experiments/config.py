@@ -22,9 +22,11 @@ EVAL_BATCH_SIZE = 500
 CORRUPTION_SEED = 1234
 
 
-def _setting(default, help, choices=None):
+def _setting(default, help, choices=None, aliases=()):
     """A `TrainConfig` field whose metadata the CLI turns into an option."""
-    return dataclasses.field(default=default, metadata={"help": help, "choices": choices})
+    return dataclasses.field(
+        default=default, metadata={"help": help, "choices": choices, "aliases": aliases}
+    )
 
 
 @dataclasses.dataclass
@@ -44,8 +46,11 @@ class TrainConfig:
 
     dataset: str = _setting(
         "mnist5k",
-        "Dataset name: mnist5k and digits ship with the package's dependencies; "
-        "tfds names need prepared data (--data-dir). An unknown name lists the valid ones.",
+        "The data (also --data): mnist5k or digits (they ship with the package's "
+        "dependencies), a registry tfds name or tfds:NAME[/CONFIG] (prepared data, "
+        "--data-dir), a folder of images in class subfolders (or with train/, "
+        "validation/, test/ subfolders), or a .npz file of arrays x and y.",
+        aliases=("--data",),
     )
     method: str = _setting("vanilla", "Training method.", METHODS)
     backbone: str | None = _setting(
@@ -56,6 +61,9 @@ class TrainConfig:
     learning_rate: float = _setting(1e-3, "Adam learning rate.")
     seed: int = _setting(0, "Seed of weights, shuffling and the embedded sets' split.")
     data_dir: str | None = _setting(None, "tfds data directory.")
+    image_size: str | None = _setting(
+        None, "Resize the images to HxW pixels (a folder's or tfds's; e.g. 32x32)."
+    )
     fold: int | None = _setting(
         None,
         "Cross-fitting: test on this fold (0..folds-1) of a stratified partition of an "
@@ -149,7 +157,7 @@ class TrainConfig:
         from aradals_tf import backbones
         from aradals_tf import data
 
-        info = data.dataset_info(self.dataset)
+        info = data.dataset_info(self.dataset, image_size=self.image_size, data_dir=self.data_dir)
         if "train" not in info.splits:
             raise ValueError(
                 f"{self.dataset!r} has no train split; train on cifar10 and "

@@ -6,7 +6,6 @@ import numpy as np
 
 from aradals_tf import atomic
 from aradals_tf import corruptions
-from aradals_tf import data
 from aradals_tf import diagnostics
 from aradals_tf import metrics
 from aradals_tf import plots
@@ -51,7 +50,7 @@ def robustness_run(
     if shift:
         corruptions.parse_shift(shift)
     config, model = train.load_run(run_dir)
-    info = data.dataset_info(config.dataset)
+    info = build.dataset_info(config)
     eps_max = info.eps_max if eps_max is None else eps_max
     robustness.check_attack_settings(eps_max, steps, norm)
     candidates = robustness.check_candidates(candidates, loss)

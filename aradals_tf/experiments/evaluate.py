@@ -9,7 +9,6 @@ import tensorflow as tf
 
 from aradals_tf import atomic
 from aradals_tf import corruptions
-from aradals_tf import data
 from aradals_tf import metrics
 from aradals_tf import plots
 from aradals_tf import temperature
@@ -92,7 +91,7 @@ def evaluate_run(run_dir, shifts=(), split="test", num_bins=15, plots_dir=None, 
         The dict written to `metrics.json`.
     """
     config, model = train.load_run(run_dir)
-    shift_list = shift_names(shifts, data.dataset_info(config.dataset).image_shape[-1])
+    shift_list = shift_names(shifts, build.dataset_info(config).image_shape[-1])
     if verbose:
         print("Validation split (fits the temperature):")
     val_logits, val_labels = predict_logits(
@@ -214,7 +213,7 @@ def held_out_validation(run_dir, num_bins=15, verbose=0):
         return atomic.read_json(path)
     config, model = train.load_run(run_dir)
     validation = build.split_dataset(config, "validation")
-    channels = data.dataset_info(config.dataset).image_shape[-1]
+    channels = build.dataset_info(config).image_shape[-1]
     results = {}
     for spec in shift_names(["held-out"], channels):
         logits, labels = predict_logits(model, shifted(validation, spec), verbose)

@@ -16,6 +16,7 @@ import numpy as np
 
 from aradals_tf import data
 from aradals_tf import intervals
+from aradals_tf.experiments import build
 from aradals_tf.experiments import evaluate
 
 CONDITIONS = ("clean", "shift")
@@ -33,7 +34,7 @@ def run_examples(run_dir, config, kind="raw", num_bins=15):
         num_bins: bins of the ECEs.
     """
     labels, logits, temperature = evaluate.read_predictions(run_dir)
-    if data.dataset_info(config.dataset).source == "embedded":
+    if build.dataset_info(config).source == "embedded":
         ids = data.split_indices(
             config.dataset, "test", config.seed, fold=config.fold, folds=config.folds
         )

@@ -3,10 +3,10 @@
 import os
 import re
 
-from aradals_tf import data
 from aradals_tf import export
 from aradals_tf.experiments import build
 from aradals_tf.experiments import evaluate
+from aradals_tf.experiments import external
 from aradals_tf.experiments import train
 
 
@@ -40,7 +40,7 @@ def export_run(
         `(config, path of the version directory, its metadata)`.
     """
     config, model = train.load_run(run_dir)
-    info = data.dataset_info(config.dataset)
+    info = build.dataset_info(config)
     logits, labels = evaluate.predict_logits(model, build.split_dataset(config, "validation"))
     path = export.export_saved_model(
         model,
@@ -54,6 +54,11 @@ def export_run(
         input_shape=info.image_shape,
         eps_max=eps_max or config.eps_max or info.eps_max,
         attack_steps=attack_steps or config.attack_steps,
-        metadata={"run": os.path.abspath(run_dir), "dataset": config.dataset, "seed": config.seed},
+        metadata={
+            "run": os.path.abspath(run_dir),
+            "dataset": config.dataset,
+            "seed": config.seed,
+            **({"source": source} if (source := external.read_source(run_dir)) else {}),
+        },
     )
     return config, path, export.read_metadata(path)

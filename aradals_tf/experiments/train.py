@@ -255,8 +255,11 @@ def load_run(run_dir):
                 "missing (written by `aradals-tf train`)."
             )
     config = TrainConfig.from_dict(atomic.read_json(config_path))
+    # A run made for a user's model that needed --unsafe-load keeps its code.
+    source_path = os.path.join(run_dir, "source.json")
+    unsafe = os.path.isfile(source_path) and atomic.read_json(source_path).get("unsafe_load")
     try:
-        model = keras.models.load_model(model_path, compile=False)
+        model = keras.models.load_model(model_path, compile=False, safe_mode=not unsafe)
     except Exception as error:  # Keras raises many types for a bad archive.
         raise ValueError(
             f"Cannot load {model_path}: {type(error).__name__}: "
