@@ -144,7 +144,6 @@ DATASETS = {
 }
 
 
-
 def dataset_names():
     """Returns the registered dataset names, in registry order."""
     return tuple(DATASETS)

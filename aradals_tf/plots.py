@@ -226,3 +226,36 @@ def comparison(summary, path):
     figure.tight_layout()
     _save(figure, path)
     return path
+
+
+def ece_by_severity(summary, path, title=None):
+    """Mean ECE over the corruption types at each severity, raw and temperature-scaled.
+
+    Args:
+        summary: an `evaluate_run` summary whose results hold `"name:severity"` shifts.
+        path: output `.png` path.
+        title: optional title.
+
+    Returns:
+        `path`.
+    """
+    severities = sorted({int(k.rpartition(":")[2]) for k in summary["results"] if ":" in k})
+    figure, axis = plt.subplots(figsize=(6, 4))
+    for kind, label in (("raw", "raw"), ("temperature", "temperature-scaled")):
+        clean = summary["results"]["clean"][kind]["ece"]
+        values = [
+            np.mean([v[kind]["ece"] for k, v in summary["results"].items() if k.endswith(f":{s}")])
+            for s in severities
+        ]
+        axis.plot(
+            [0, *severities], [100 * clean, *(100 * v for v in values)], marker="o", label=label
+        )
+    axis.set_xticks([0, *severities])
+    axis.set_xticklabels(["clean", *(str(s) for s in severities)])
+    axis.set_xlabel("corruption severity")
+    axis.set_ylabel("ECE % (mean over corruption types)")
+    axis.set_title(title or "Calibration under distribution shift")
+    axis.legend()
+    figure.tight_layout()
+    _save(figure, path)
+    return path

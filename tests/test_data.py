@@ -93,7 +93,7 @@ def test_tfds_without_data_names_data_dir(tmp_path):
 
 
 def test_bad_names_list_valid_ones():
-    with pytest.raises(ValueError, match="registry name \(mnist5k, digits"):
+    with pytest.raises(ValueError, match=r"registry name \(mnist5k, digits"):
         data.load_dataset("imagenet")
     with pytest.raises(ValueError, match="valid splits"):
         data.load_dataset("digits", "dev")

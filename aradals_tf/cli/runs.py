@@ -59,13 +59,19 @@ def train(out, overwrite, **settings):
     help="Write reliability diagrams here.",
 )
 @click.option(
+    "--report",
+    is_flag=True,
+    help="Also write report.html (self-contained: tables, reliability diagrams, ECE by "
+    "severity, calibration by robustness, eps per stratum) and report.md into the run.",
+)
+@click.option(
     "--each-shift/--shift-mean-only",
     default=False,
     show_default=True,
     help="Print one row per shift, or only their mean.",
 )
 @quiet_tensorflow.needs_tensorflow
-def evaluate(shifts, split, bins, plots_dir, each_shift, **source):
+def evaluate(shifts, split, bins, plots_dir, report, each_shift, **source):
     """Evaluate a run, or a classifier of your own (--model with --data):
     accuracy, ECE, adaptive ECE, MCE, NLL and Brier, raw and
     temperature-scaled (T fitted on the validation split). Writes
@@ -86,6 +92,11 @@ def evaluate(shifts, split, bins, plots_dir, each_shift, **source):
     click.echo(experiments.format_table(experiments.summary_rows(summary, each_shift)))
     for path in summary.get("plots", []):
         click.echo(f"Wrote {path}")
+    if report:
+        from aradals_tf.experiments import reporting
+
+        for path in reporting.evaluation_report(run_dir, summary, num_bins=bins):
+            click.echo(f"Wrote {path}")
 
 
 @cli.command()

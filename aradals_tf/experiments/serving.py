@@ -58,7 +58,8 @@ def export_run(
             "run": os.path.abspath(run_dir),
             "dataset": config.dataset,
             "seed": config.seed,
-            **({"source": source} if (source := external.read_source(run_dir)) else {}),
+            # A user's own model: where it and the data came from, how its logits were taken.
+            **(external.read_source(run_dir) or {}),
         },
     )
     return config, path, export.read_metadata(path)

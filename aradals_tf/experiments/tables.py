@@ -35,10 +35,16 @@ def _format_cells(values):
     return cells
 
 
+def table_cells(rows, first_header="condition"):
+    """`(header, body)` of `[(label, calibration, metric dict)]`: the cells as
+    `format_table` prints them (the report's tables use the same strings)."""
+    header = [first_header, "calibration"] + [title for _, title in TABLE_COLUMNS]
+    return header, [[label, kind] + _format_cells(values) for label, kind, values in rows]
+
+
 def format_table(rows, first_header="condition"):
     """Formats `[(label, calibration, metric dict)]` as an aligned text table."""
-    header = [first_header, "calibration"] + [title for _, title in TABLE_COLUMNS]
-    body = [[label, kind] + _format_cells(values) for label, kind, values in rows]
+    header, body = table_cells(rows, first_header)
     return "\n".join(_aligned(header, body, left_columns=2))
 
 
@@ -65,6 +71,11 @@ def _kind_label(kind, summary):
 
 def format_bin_table(rows, key):
     """Formats `calibration_by_robustness` rows as an aligned text table."""
+    return "\n".join(_aligned(*bin_table_cells(rows, key), left_columns=0))
+
+
+def bin_table_cells(rows, key):
+    """`(header, body)` of `calibration_by_robustness` rows, as `format_bin_table` prints them."""
     header = ["bin", "count", f"{key} range", "acc %", "conf %", "conf-acc", "ECE %"]
     body = []
     for row in rows:
@@ -83,7 +94,7 @@ def format_bin_table(rows, key):
                 f"{100 * row['ece']:.2f}",
             ]
         )
-    return "\n".join(_aligned(header, body, left_columns=0))
+    return header, body
 
 
 def format_comparison(summary):
