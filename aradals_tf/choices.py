@@ -9,8 +9,8 @@ are read by `eps_rules`, `training`, `adaptive_smoothing` and the CLI alike
 (chosen on validation data: docs/studies/defaults.md).
 """
 
-# `ARAdaLSModel(eps_update=...)`: the eps update rules of `eps_rules`, the default first.
-EPS_UPDATES = ("pooled", "additive", "shrunk", "relative")
+# `ARAdaLSModel(eps_update=...)`: the eps update rules of `eps_rules`.
+EPS_UPDATES = ("shrunk", "pooled", "additive", "relative")
 # `ARAdaLSModel(strata_by=...)`: the per-example score that sorts examples
 # into strata: the every-batch attack's radius, the first-order radius, the
 # top-2 logit margin or the confidence (all in inference mode).
@@ -27,10 +27,10 @@ ENSEMBLE_AVERAGES = ("logits", "probabilities")
 SPLITS = ("train", "validation", "test")
 
 # AR-AdaLS defaults (`ARAdaLSModel`, `AdaptiveSmoothing`, `aradals-tf train`).
-DEFAULT_EPS_UPDATE = EPS_UPDATES[0]
+DEFAULT_EPS_UPDATE = "shrunk"
 DEFAULT_ALPHA = 1.0
-DEFAULT_EPS_CAP = 0.2
-DEFAULT_MAX_STEP = 0.05
+DEFAULT_EPS_CAP = 0.5
+DEFAULT_MAX_STEP = 1.0
 DEFAULT_NUM_STRATA = "auto"
 DEFAULT_RESCORE_EVERY = 8
 DEFAULT_WARMUP_EPOCHS = 1

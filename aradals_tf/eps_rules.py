@@ -15,11 +15,12 @@ rule:
 
 The rules, by name (`get`):
 
-- `"pooled"` (the default): every validation example informs every stratum:
+- `"shrunk"` (the default, chosen on validation: docs/studies/defaults.md):
+  the per-stratum gap less two of its standard errors.
+- `"pooled"`: every validation example informs every stratum:
   a least-squares line of `d_i` on `u_i`, and each stratum shrunk toward it
   by its own evidence (empirical Bayes).
 - `"additive"`: the paper's, `step_r = conf_r - acc_r` per stratum.
-- `"shrunk"`: the per-stratum gap less two of its standard errors.
 - `"relative"`: the per-stratum gap over the stratum's error rate.
 
 Every rule is a small serializable object holding its own settings, so a
@@ -230,7 +231,7 @@ class ShrunkRule(EpsRule):
 
 @keras.saving.register_keras_serializable(package="aradals_tf")
 class PooledRule(EpsRule):
-    """Every validation example informs every stratum (the default rule).
+    """Every validation example informs every stratum.
 
     With 20-50 validation examples a stratum's own gap has a standard error
     of 0.04-0.07, as large as the gaps to correct. The gap varies smoothly

@@ -50,8 +50,9 @@ class ARAdaLSModel(SoftTargetModel):
         eps_max: the attack's largest radius in input units (0.3 for
             MNIST-like data, 8/255 for CIFAR-like data); `"attack"` only.
         attack_steps: T, the attack's steps.
-        eps_update: the eps rule: a name (`"pooled"`, `"additive"`, the
-            paper's, `"shrunk"`, `"relative"`) or an `eps_rules.EpsRule`.
+        eps_update: the eps rule: a name (`"shrunk"`, the default;
+            `"pooled"`; `"additive"`, the paper's; `"relative"`) or an
+            `eps_rules.EpsRule`.
         alpha: the rule's step size (None: the rule's default).
         eps_cap: the largest eps (None: the rule's default).
         max_step: the most eps moves per update (None: the rule's default).

@@ -223,7 +223,7 @@ def test_serialization_and_get():
     restored = eps_rules.get(keras.saving.serialize_keras_object(eps_rules.ShrunkRule(3.0)))
     assert isinstance(restored, eps_rules.ShrunkRule) and restored.standard_errors == 3.0
     assert eps_rules.get(rule) is rule
-    with pytest.raises(ValueError, match="eps_update must be one of pooled"):
+    with pytest.raises(ValueError, match="eps_update must be one of shrunk, pooled"):
         eps_rules.get("log")
     with pytest.raises(ValueError, match="to the rule itself"):
         eps_rules.get(rule, alpha=1.0)

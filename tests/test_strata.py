@@ -112,3 +112,54 @@ def test_epoch_one_strata_do_not_rest_on_epoch_zero_batch_positions():
     assert (bins >= 0).all()
     correlation = stats.spearmanr(positions, bins).statistic
     assert abs(correlation) < 0.07, correlation
+
+
+def test_the_logged_training_counts_are_the_assignments():
+    """`stratum{r}_train_count` counts the strata the steps assigned: checked
+    against a spy on the assignment itself, in the first scoring epoch (the
+    cache fills as it goes, so the shares are not equal by construction) and
+    after, with the rotation (k = 2) and a network that trains."""
+    x, y = data.load_arrays("digits", "train")
+    keras.utils.set_random_seed(0)
+    from aradals_tf import training
+
+    model = training.ARAdaLSModel(
+        backbones.mlp((8, 8, 1), 10), 10, strata_by="margin", num_strata=4, rescore_every=2
+    )
+    model.compile(optimizer="adam")
+    model.build_strata(4, len(y))
+    seen = tf.Variable(tf.zeros(4))
+    assign = model.strata.assign
+
+    def spy(bins):
+        strata = assign(bins)
+        seen.assign_add(tf.math.bincount(strata, minlength=4, maxlength=4, dtype=tf.float32))
+        return strata
+
+    model.strata.assign = spy
+    per_epoch = []
+
+    class Take(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            seen.assign(tf.zeros(4))
+
+        def on_train_batch_end(self, batch, logs=None):
+            self.steps = seen.numpy().copy()  # before the epoch end's validation pass
+
+        def on_epoch_end(self, epoch, logs=None):
+            logged = [logs[f"stratum{r}_train_count"] for r in range(4)]
+            per_epoch.append((self.steps, logged))
+
+    validation = data.load_arrays("digits", "validation")
+    model.fit(
+        x,
+        y,
+        batch_size=100,
+        epochs=3,
+        verbose=0,
+        callbacks=[adaptive_smoothing.AdaptiveSmoothing(validation), Take()],
+    )
+    for epoch, (assigned, logged) in enumerate(per_epoch[1:], start=1):
+        np.testing.assert_array_equal(logged, assigned, err_msg=f"epoch {epoch}")
+    first_scoring = per_epoch[1][0]
+    assert first_scoring.sum() == len(y) and np.ptp(first_scoring) > 0  # not equal by construction

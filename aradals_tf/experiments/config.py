@@ -87,11 +87,11 @@ class TrainConfig:
     attack_steps: int = _setting(10, "AR-AdaLS: attack steps, which are the robustness levels.")
     eps_update: str = _setting(
         choices.DEFAULT_EPS_UPDATE,
-        "AR-AdaLS: the eps update rule: 'pooled' fits the validation gap conf - correct "
-        "over the robustness quantile with every validation example and shrinks each "
-        "stratum toward that fit; 'additive' is each stratum's conf - acc, the paper's; "
-        "'shrunk' is that gap less two standard errors; 'relative' divides it by the "
-        "stratum's error rate.",
+        "AR-AdaLS: the eps update rule: 'shrunk' is each stratum's conf - acc less two "
+        "standard errors; 'pooled' fits the validation gap conf - correct over the "
+        "robustness quantile with every validation example and shrinks each stratum "
+        "toward that fit; 'additive' is each stratum's conf - acc, the paper's; "
+        "'relative' divides it by the stratum's error rate.",
         choices.EPS_UPDATES,
     )
     alpha: float = _setting(choices.DEFAULT_ALPHA, "AR-AdaLS: step size of the eps update.")
@@ -184,6 +184,8 @@ class TrainConfig:
                 raise ValueError(
                     f"num_strata must be an integer or 'auto'; got {self.num_strata!r}."
                 ) from None
+        if self.strata_by != "attack" and self.eps_max == info.eps_max:
+            self.eps_max = None  # the dataset's default, filled in before strata_by was set
         if self.method == "ar-adals" and self.strata_by != "attack" and self.eps_max is not None:
             raise ValueError(
                 f"eps_max is the attack's radius; --strata-by {self.strata_by} runs no attack."
