@@ -120,7 +120,11 @@ def _indexed_inputs(model, x):
         if isinstance(x, dict) and score_cache.INDEX in x:  # indexed by the caller
             return x, model._train_size or int(np.max(x[score_cache.INDEX])) + 1
         size = len(next(iter(x.values())) if isinstance(x, dict) else x)
-        return score_cache.with_index(x, np.arange(size)), size
+        if model._train_size is not None and model._train_size < size:
+            raise ValueError(
+                f"train_size={model._train_size} but fit() got {size} training examples."
+            )
+        return score_cache.with_index(x, np.arange(size)), model._train_size or size
     if model._train_size is None and model.score_cache is None:
         raise ValueError(
             "Pass train_size= (the number of training examples) to ARAdaLSModel when "

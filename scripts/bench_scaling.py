@@ -21,7 +21,16 @@ figures show the overhead of running the job distributed; the script is
 ready for a real cluster (give each worker its own TF_CONFIG and run the
 `--worker` form there).
 
+Then the score cache's exchange: with MirroredStrategy on two logical
+devices, the bytes each replica puts into the step's collectives (the
+all-gather of its batch's example indices and score bins, the all-reduce
+of the per-stratum counts), counted as the steps run, and the cache's
+memory, for the real training set and for a cache sized for ImageNet's
+1.28 M examples (the same batches: the exchange does not grow with it).
+`--cache-only` measures just that.
+
 Usage: python scripts/bench_scaling.py [--dataset mnist5k] [--epochs 4] [--out runs/bench_scaling]
+       [--cache-only]
 Only ratios measured in one run mean anything on a shared machine.
 """
 
@@ -96,6 +105,106 @@ def _worker(spec):
         json.dump({"train_size": build.train_size(config), "epochs": epochs}, stream)
 
 
+def _cache_worker(spec):
+    """Bytes per step into the cache's collectives, for two cache sizes (one process)."""
+    import tensorflow as tf
+
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    import keras
+    import numpy as np
+
+    import aradals_tf as at
+    from aradals_tf import data
+    from aradals_tf import score_cache
+
+    sent = tf.Variable(0, dtype=tf.int64, trainable=False)
+    gather, reduce = score_cache._gather_across_replicas, score_cache.add_across_replicas
+
+    def counted(value):
+        return tf.size(value, tf.int64) * value.dtype.size
+
+    def counting_gather(value):
+        sent.assign_add(counted(value))
+        return gather(value)
+
+    def counting_reduce(variable, delta):
+        sent.assign_add(counted(delta))
+        return reduce(variable, delta)
+
+    score_cache._gather_across_replicas = counting_gather
+    score_cache.add_across_replicas = counting_reduce
+    import aradals_tf.strata as strata_module
+
+    strata_module.add_across_replicas = counting_reduce
+    x, y = data.load_arrays(spec["dataset"], "train")
+    validation = data.load_arrays(spec["dataset"], "validation")
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    results = []
+    for size in (len(y), 1_280_000):
+        with strategy.scope():
+            keras.utils.set_random_seed(0)
+            backbone = at.build_backbone("small_cnn", x.shape[1:], num_classes=10)
+            model = at.ARAdaLSModel(backbone, 10, eps_max=0.3, train_size=size, num_strata=10)
+            model.compile(optimizer="adam")
+
+        class Count(keras.callbacks.Callback):
+            steps = []
+
+            def on_train_batch_begin(self, batch, logs=None):
+                self.before = int(sent.numpy())
+
+            def on_train_batch_end(self, batch, logs=None):
+                self.steps.append(int(sent.numpy()) - self.before)
+
+        model.fit(
+            x,
+            y,
+            batch_size=128,
+            epochs=2,
+            verbose=0,
+            callbacks=[at.AdaptiveSmoothing(validation), counter := Count()],
+        )
+        cache = model.score_cache
+        memory = sum(int(np.prod(v.shape)) * np.dtype(v.dtype).itemsize for v in cache.variables)
+        # Each replica counts its own contribution once per collective call;
+        # both replicas go through the counter, so halve for one replica.
+        per_replica = np.median(counter.steps[-20:]) / 2
+        results.append(
+            {
+                "train_size": size,
+                "bytes_per_step_per_replica": float(per_replica),
+                "cache_memory_bytes": memory,
+                "dense_delta_bytes_per_step": 4 * size,
+            }
+        )
+    with open(spec["result"], "w") as stream:
+        json.dump(results, stream)
+
+
+def _cache_exchange(args):
+    result = os.path.join(args.out, "cache_exchange.json")
+    spec = {"dataset": args.dataset, "result": result}
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    env.pop("TF_CONFIG", None)
+    subprocess.run(
+        [sys.executable, __file__, "--cache-worker", json.dumps(spec)],
+        env=env,
+        check=True,
+        timeout=args.timeout,
+    )
+    rows = json.load(open(result))
+    print("\nScore cache, MirroredStrategy on 2 logical devices, batch 128 (64 per replica):")
+    header = ("cache size", "bytes/step/replica", "cache memory", "dense delta (old)")
+    print(" ".join(f"{h:>{w}}" for h, w in zip(header, (12, 19, 14, 18))))
+    for row in rows:
+        print(
+            f"{row['train_size']:>12,} {row['bytes_per_step_per_replica']:>19,.0f} "
+            f"{row['cache_memory_bytes'] / 1e6:>11.2f} MB "
+            f"{row['dense_delta_bytes_per_step'] / 1e6:>15.2f} MB"
+        )
+
+
 def _run(strategy, count, args, out):
     """Starts the processes of one set-up; returns their results."""
     processes, results = [], []
@@ -138,10 +247,19 @@ def main():
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--out", default="runs/bench_scaling")
     parser.add_argument("--timeout", type=int, default=1200, help="Seconds per set-up.")
+    parser.add_argument("--cache-only", action="store_true", help="Only the cache's exchange.")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--cache-worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         _worker(json.loads(args.worker))
+        return
+    if args.cache_worker:
+        _cache_worker(json.loads(args.cache_worker))
+        return
+    os.makedirs(args.out, exist_ok=True)
+    if args.cache_only:
+        _cache_exchange(args)
         return
     if args.epochs < 2:
         raise SystemExit("--epochs must be at least 2 (the first epoch traces).")
@@ -180,6 +298,7 @@ def main():
         )
     with open(os.path.join(args.out, "scaling.json"), "w") as stream:
         json.dump(rows, stream, indent=2)
+    _cache_exchange(args)
 
 
 if __name__ == "__main__":

@@ -121,6 +121,10 @@ CASES = {
         _score_outputs,
     ),
     "PooledRule": (lambda: _rule("PooledRule", alpha=0.7, max_step=0.3), _rule_outputs),
+    "LogProbabilities": (
+        lambda: __import__("aradals_tf.export.models").export.models.LogProbabilities(),
+        lambda layer: np.asarray(layer(np.exp(LOGITS) / np.exp(LOGITS).sum(1, keepdims=True))),
+    ),
     "AdditiveRule": (lambda: _rule("AdditiveRule", eps_cap=0.15), _rule_outputs),
     "ShrunkRule": (lambda: _rule("ShrunkRule", standard_errors=0.5), _rule_outputs),
     "RelativeRule": (lambda: _rule("RelativeRule", alpha=0.3), _rule_outputs),
@@ -188,3 +192,25 @@ def test_save_and_load_give_the_same_outputs(name, tmp_path):
     if name == "TemperatureScaling":
         # The layer divides by T: the outputs are not the inputs.
         np.testing.assert_allclose(expected, LOGITS / 1.7, rtol=1e-6)
+
+
+def test_a_model_saved_by_the_method_issue_version_still_loads():
+    """tests/data/ar_adals_v3_9eeeb91.keras was trained and saved by commit
+    9eeeb91 (the AR-AdaLS v3 method, before the core's split was finished):
+    today's code loads it with its eps, score cache and outputs."""
+    import json
+    import os
+
+    from aradals_tf import data
+
+    folder = os.path.join(os.path.dirname(__file__), "data")
+    model = keras.models.load_model(os.path.join(folder, "ar_adals_v3_9eeeb91.keras"))
+    with open(os.path.join(folder, "ar_adals_v3_9eeeb91.json")) as stream:
+        saved = json.load(stream)
+    assert isinstance(model, training.ARAdaLSModel) and model.eps_update == "additive"
+    np.testing.assert_allclose(model.stratum_eps.numpy(), saved["eps"])
+    np.testing.assert_array_equal(model.score_cache.bins.numpy(), saved["cache_bins"])
+    assert int(model.score_cache.histogram.numpy().sum()) == saved["histogram_sum"]
+    assert int(model.score_cache.epoch.numpy()) == saved["epoch"]
+    images = data.load_arrays("digits", "test")[0][:8]
+    np.testing.assert_allclose(model.predict(images, verbose=0), saved["logits"], atol=1e-5)
