@@ -15,9 +15,11 @@ From the runs of a comparison directory it writes, next to `--prefix`:
                             calibration per robustness decile of the pooled
                             test examples, vanilla (before) and AR-AdaLS (after),
                             each example attacked by its own fold's model;
-and prints claim (a): the ECE of the least robust decile minus that of the
-most robust decile, with a 95 % bootstrap interval (examples resampled within
-each decile, 1000 resamples, seeded), for vanilla and for AR-AdaLS.
+and prints claim (a) for vanilla and AR-AdaLS: the debiased ECE of the least
+robust tenth of the pooled test examples minus that of the most robust tenth,
+and minus that of the least confident tenth, with paired 95 % intervals over
+examples and seeds; then every verdict of the page (the comparison's and
+these) Holm-adjusted as one family. Writes <prefix>-claim-a.json.
 
 Usage: python scripts/study_figures.py --study runs/study15_mnist5k \\
            --prefix docs/studies/mnist5k-evidence
@@ -38,6 +40,7 @@ import numpy as np  # noqa: E402
 from aradals_tf import atomic  # noqa: E402
 from aradals_tf import data  # noqa: E402
 from aradals_tf import diagnostics  # noqa: E402
+from aradals_tf import intervals  # noqa: E402
 from aradals_tf import metrics  # noqa: E402
 from aradals_tf import plots  # noqa: E402
 from aradals_tf import robustness  # noqa: E402
@@ -46,11 +49,9 @@ from aradals_tf.experiments import build  # noqa: E402
 from aradals_tf.experiments import evaluate  # noqa: E402
 from aradals_tf.experiments import train  # noqa: E402
 
-RESAMPLES = 1000
 
-
-def _runs(study, method):
-    """The run directories of `method`, one per fold (seed 0), in fold order.
+def _runs(study, method, seed=0):
+    """The run directories of `method`, one per fold (of `seed`), in fold order.
 
     With a grid, a fold holds one directory per candidate: the ones the
     comparison chose are listed in its comparison.json.
@@ -60,10 +61,10 @@ def _runs(study, method):
         runs = [
             os.path.join(study, run)
             for run in chosen[method]["run_dirs"]
-            if os.path.basename(run) == "seed0"
+            if os.path.basename(run) == f"seed{seed}"
         ]
     else:  # a comparison.json written before run_dirs: one candidate per fold
-        runs = sorted(glob.glob(os.path.join(study, method, "fold*", "*", "seed0")))
+        runs = sorted(glob.glob(os.path.join(study, method, "fold*", "*", f"seed{seed}")))
     if not runs:
         raise SystemExit(f"no runs of {method!r} under {study}")
     return runs
@@ -146,77 +147,112 @@ def eps_plot(study, method, path):
     return plots.eps_per_stratum(records, path, title=title)
 
 
-def _attacked(study, method):
-    """Pooled test labels, logits and radii, each fold's examples attacked by its own model."""
-    labels, logits, radii = [], [], []
-    for run in _runs(study, method):
+def _attacked(study, method, seed):
+    """`(ids, labels, logits, radii)` of one seed's pooled test examples, each
+    fold's examples attacked by its own model."""
+    parts = []
+    for run in _runs(study, method, seed):
         config, model = train.load_run(run)
         info = data.dataset_info(config.dataset)
         scores = robustness.score_dataset(
             model, build.split_dataset(config, "test"), eps_max=info.eps_max, steps=10, verbose=0
         )
-        labels.append(scores["label"])
-        logits.append(scores["logits"])
-        radii.append(scores["radius"])
-    return np.concatenate(labels), np.concatenate(logits), np.concatenate(radii)
+        ids = data.split_indices(
+            config.dataset, "test", config.seed, fold=config.fold, folds=config.folds
+        )
+        parts.append((ids, scores["label"], scores["logits"], scores["radius"]))
+    return tuple(np.concatenate(part) for part in zip(*parts))
 
 
-def _bin_ece(labels, logits):
-    return float(metrics.expected_calibration_error(labels, logits, from_logits=True))
-
-
-def claim_a(labels, logits, radii, seed=0):
-    """ECE of the least robust decile minus the most robust one, with a 95 % interval."""
-    order = np.argsort(radii, kind="stable")
-    deciles = np.array_split(order, 10)
-    low, high = deciles[0], deciles[-1]
-    value = _bin_ece(labels[low], logits[low]) - _bin_ece(labels[high], logits[high])
-    rng = np.random.default_rng(seed)
-    draws = []
-    for _ in range(RESAMPLES):
-        a = rng.choice(low, len(low))
-        b = rng.choice(high, len(high))
-        draws.append(_bin_ece(labels[a], logits[a]) - _bin_ece(labels[b], logits[b]))
-    # The resamples' spread placed on the sample's value (as `intervals.summarize`).
-    centre = float(np.mean(draws))
-    lo, hi = np.percentile(draws, [2.5, 97.5])
-    return value, value + (lo - centre), value + (hi - centre)
+def claim_a(study, method, seeds, resamples):
+    """Claim (a) on the pooled test examples of each seed, two contrasts of the
+    debiased ECE: the least robust tenth against the most robust tenth, and
+    against the least confident tenth (which finds nearly the same examples).
+    Examples and seeds resampled, the same draws for both sides (an example in
+    both tenths carries the same weight); `{contrast: interval with p}`."""
+    subsets = {"least robust": [], "most robust": [], "least confident": []}
+    for seed in seeds:
+        ids, labels, logits, radii = _attacked(study, method, seed)
+        stats = intervals.example_statistics(labels, logits)
+        confidence = stats["confidence"]
+        tenth = len(ids) // 10
+        picks = {
+            "least robust": np.argsort(radii, kind="stable")[:tenth],
+            "most robust": np.argsort(radii, kind="stable")[-tenth:],
+            "least confident": np.argsort(confidence, kind="stable")[:tenth],
+        }
+        for name, pick in picks.items():
+            subsets[name].append((ids[pick], [{k: v[pick] for k, v in stats.items()}]))
+    return {
+        f"least robust - {other}": intervals.bootstrap_interval(
+            subsets["least robust"], "debiased_ece", resamples, other=subsets[other]
+        )
+        for other in ("most robust", "least confident")
+    }
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--study", required=True)
     parser.add_argument("--prefix", required=True)
+    parser.add_argument("--methods", default="vanilla,ar-adals,confidence,focal")
     parser.add_argument(
-        "--methods", default="vanilla,ar-adals,ar-confidence,label-smoothing,ens-vanilla,ens-ar"
+        "--ensembles", default="", help="Ensemble methods for the reliability plot."
     )
+    parser.add_argument("--seeds", default="0,1")
+    parser.add_argument("--resamples", type=int, default=intervals.DEFAULT_RESAMPLES)
     args = parser.parse_args()
     methods = args.methods.split(",")
+    seeds = [int(s) for s in args.seeds.split(",")]
     print(severity_boxes(args.study, methods, f"{args.prefix}-severity.png"))
     panels = [
         ("vanilla", "vanilla", False),
         ("vanilla + TS", "vanilla", True),
         ("AR-AdaLS", "ar-adals", False),
-        ("ensemble, vanilla", "ens-vanilla", False),
-        ("ensemble, AR-AdaLS", "ens-ar", False),
+        ("AR-AdaLS + TS", "ar-adals", True),
     ]
+    panels += [(f"ensemble {m}", m, False) for m in args.ensembles.split(",") if m]
     print(reliability(args.study, panels, f"{args.prefix}-reliability.png"))
     print(eps_plot(args.study, "ar-adals", f"{args.prefix}-eps.png"))
     summary = {}
     for method in ("vanilla", "ar-adals"):
-        labels, logits, radii = _attacked(args.study, method)
+        labels, logits, radii = _attacked(args.study, method, seeds[0])[1:]
         table = diagnostics.calibration_by_robustness(labels, logits, radii, 10, from_logits=True)
         path = f"{args.prefix}-robustness-{method}.png"
-        plots.calibration_by_robustness(table, path, title=f"{method}: pooled test examples")
-        value, lo, hi = claim_a(labels, logits, radii)
-        verdict = "holds" if lo > 0 else ("fails" if hi < 0 else "no difference")
-        summary[method] = {"difference": value, "interval": [lo, hi], "verdict": verdict}
-        print(path)
-        print(
-            f"claim (a), {method}: ECE(least robust decile) - ECE(most robust decile) = "
-            f"{100 * value:.2f} [{100 * lo:.2f}, {100 * hi:.2f}] points: {verdict}"
+        plots.calibration_by_robustness(
+            table, path, title=f"{method}: pooled test examples, seed {seeds[0]}"
         )
-    atomic.write_json(f"{args.prefix}-claim-a.json", summary)
+        print(path)
+        summary[method] = claim_a(args.study, method, seeds, args.resamples)
+    # Holm over the page's whole family: the comparison's verdicts and these.
+    evidence = atomic.read_json(os.path.join(args.study, "comparison.json"))["evidence"]
+    family = [
+        pair[condition][metric]
+        for pair in evidence["pairs"]
+        for condition in ("clean", "shift")
+        if condition in pair
+        for metric in intervals.VERDICT_METRICS
+    ]
+    claims = [result for contrasts in summary.values() for result in contrasts.values()]
+    adjusted = intervals.holm([r["p"] for r in family + claims])
+    for result, p_holm in zip(family + claims, adjusted):
+        result["p_page"] = p_holm
+        result["verdict_page"] = intervals.holm_verdict(result, p_holm)
+    for method, contrasts in summary.items():
+        for name, r in contrasts.items():
+            print(
+                f"claim (a), {method}, debiased ECE({name}): {100 * r['value']:.2f} "
+                f"[{100 * r['low']:.2f}, {100 * r['high']:.2f}] points, p {r['p']:.4f}, "
+                f"Holm over the page's {len(adjusted)} {r['p_page']:.4f}: {r['verdict_page']}"
+            )
+    print(f"The comparison's verdicts under the page's Holm family of {len(adjusted)}:")
+    for pair in evidence["pairs"]:
+        for condition in ("clean", "shift"):
+            cells = [f"{m} {pair[condition][m]['verdict_page']}" for m in intervals.VERDICT_METRICS]
+            print(f"  {pair['pair']} {condition}: " + ", ".join(cells))
+    atomic.write_json(
+        f"{args.prefix}-claim-a.json", {"claim_a": summary, "pairs": evidence["pairs"]}
+    )
 
 
 if __name__ == "__main__":
