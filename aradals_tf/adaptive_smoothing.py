@@ -91,15 +91,24 @@ def _input_rank(model):
 
 
 def _compiled(model):
-    """`(logits_fn, bins_fn)`: the inference-mode passes, compiled once per callback."""
+    """`(logits_fn, bins_fn)`: the inference-mode passes, compiled once per callback.
 
-    @tf.function(reduce_retracing=True)
+    Both take any batch size without retracing (the due examples of a
+    validation batch vary in number, and a retrace of the attack costs seconds).
+    """
+    functions = {}
+
+    def compiled(name, body, x):
+        if name not in functions:
+            spec = tf.TensorSpec([None, *x.shape[1:]], tf.float32)
+            functions[name] = tf.function(body, input_signature=[spec])
+        return functions[name](tf.cast(x, tf.float32))
+
     def logits_of(x):
-        return model.backbone(x, training=False)
+        return compiled("logits", lambda v: model.backbone(v, training=False), x)
 
-    @tf.function(reduce_retracing=True)
     def bins_of(x):
-        return scores.score_bins(model.source(model.backbone, x)[0])
+        return compiled("bins", lambda v: scores.score_bins(model.source(model.backbone, v)[0]), x)
 
     return logits_of, bins_of
 

@@ -220,7 +220,7 @@ def growing_radius_attack(
     settings = dict(steps=steps, step_size=step_size, order=order, clip=(clip_min, clip_max))
     if compact:
         radius, level, final_margin = _compacted_steps(
-            logits_and_gradient, x, reference, target, gradient, clean_margin, already_wrong,
+            model, logits_and_gradient, x, reference, target, gradient, clean_margin, already_wrong,
             **settings,
         )  # fmt: skip
     else:
@@ -288,6 +288,7 @@ def _whole_batch_steps(
 
 
 def _compacted_steps(
+    model,
     logits_and_gradient,
     x,
     reference,
@@ -310,7 +311,8 @@ def _compacted_steps(
     live = tf.where(~already_wrong)[:, 0]
     state = (
         live,
-        tf.gather(x, live),  # adversarial inputs of the live examples
+        tf.gather(x, live),  # clean inputs of the live examples
+        tf.gather(x, live),  # their adversarial inputs
         tf.gather(gradient, live),
         tf.gather(clean_margin, live),  # their margins at the previous step
         tf.fill([batch], tf.constant(steps, tf.int32)),
@@ -318,13 +320,14 @@ def _compacted_steps(
         clean_margin,
     )
 
-    def body(t, live, adversarial, gradient, previous_margin, level, radius, final_margin):
+    def body(t, live, clean, adversarial, gradient, previous_margin, level, radius, final_margin):
         live_reference = tf.gather(reference, live)
         live_target = None if target is None else tf.gather(target, live)
-        adversarial = _step(adversarial, tf.gather(x, live), gradient, t, step_size, **settings)
-        # Also at the last step: a tf.cond skipping that gradient measured slower
-        # (few examples are still live by then).
-        logits, _, gradient = logits_and_gradient(adversarial, live_reference, live_target)
+        adversarial = _step(adversarial, clean, gradient, t, step_size, **settings)
+        if t < steps:
+            logits, _, gradient = logits_and_gradient(adversarial, live_reference, live_target)
+        else:  # the last step needs no gradient (the loop is unrolled: no tf.cond)
+            logits = model_logits(model, adversarial)
         margin = _attack_margin(logits, live_reference, live_target)
         flipped = tf.not_equal(tf.argmax(logits, axis=-1, output_type=tf.int32), live_reference)
         where = live[:, None]
@@ -344,6 +347,7 @@ def _compacted_steps(
         keep = ~flipped
         return (
             tf.boolean_mask(live, keep),
+            tf.boolean_mask(clean, keep),
             tf.boolean_mask(adversarial, keep),
             tf.boolean_mask(gradient, keep),
             tf.boolean_mask(margin, keep),
@@ -363,5 +367,5 @@ def _compacted_steps(
             lambda state=state, t=t: body(t, *state),
             lambda state=state: state,
         )
-    _, _, _, _, level, radius, final_margin = state
+    _, _, _, _, _, level, radius, final_margin = state
     return radius, level, final_margin
