@@ -135,7 +135,7 @@ def test_robustness_command_prints_and_writes_table(trained_run, tmp_path, capsy
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["train", "--dataset", "imagenet", "--out", "x"], "valid names: mnist5k"),
+        (["train", "--dataset", "imagenet", "--out", "x"], "registry name (mnist5k"),
         (["train", "--method", "dropout", "--out", "x"], "dropout"),
         (
             ["train", "--backbone", "vgg", "--dataset", "digits", "--out", "x"],

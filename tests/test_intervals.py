@@ -169,7 +169,7 @@ def test_the_debiased_ece_interval_covers_the_population_value():
             confidence, u = _synthetic(delta, rng, 1000)
             run = [(np.arange(1000), [_stats(confidence, u < confidence - delta(confidence))])]
             for metric in covered:
-                result = intervals.bootstrap_interval(run, metric, resamples=1000, seed=draw)
+                result = intervals.bootstrap_interval(run, metric, resamples=500, seed=draw)
                 covered[metric] += result["low"] <= population <= result["high"]
         report[name] = (round(100 * population, 3), {k: v / 200 for k, v in covered.items()})
     print(report)
@@ -211,7 +211,7 @@ def test_paired_differences_cover_the_population_difference():
             result = intervals.bootstrap_interval(
                 [(ids, [stats_a])],
                 "debiased_ece",
-                resamples=1000,
+                resamples=500,
                 seed=draw,
                 other=[(ids, [stats_b])],
             )

@@ -1,0 +1,92 @@
+#!/usr/bin/env python
+"""Markdown tables of a cross-fitted comparison's evidence, for a study page.
+
+Reads `<study>/comparison.json` (its `evidence`, from `aradals-tf compare
+--folds K`) and `<prefix>-claim-a.json` (from `scripts/study_figures.py`, whose
+verdicts are Holm-adjusted over the page's whole family) and prints:
+the intervals of every method (plug-in ECE, debiased ECE, NLL, Brier; raw
+and temperature-scaled; clean and the shift suite's mean), the paired
+differences with their page verdicts, and claim (a).
+
+Usage: python scripts/evidence_tables.py --study runs/evidence/mnist5k-20 \\
+           --prefix docs/studies/evidence-mnist5k-20
+"""
+
+import argparse
+import json
+import os
+
+METRICS = (
+    ("ece", "ECE %", 100),
+    ("debiased_ece", "debiased ECE %", 100),
+    ("nll", "NLL", 1),
+    ("brier", "Brier", 1),
+)
+VERDICTS = (("debiased_ece", "dECE"), ("nll", "NLL"), ("brier", "Brier"))
+
+
+def _cell(result, scale):
+    digits = 2 if scale == 100 else 3
+    value, low, high = (scale * result[k] for k in ("value", "low", "high"))
+    return f"{value:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--study", required=True)
+    parser.add_argument("--prefix", required=True)
+    args = parser.parse_args()
+    evidence = json.load(open(os.path.join(args.study, "comparison.json")))["evidence"]
+    claims = json.load(open(f"{args.prefix}-claim-a.json"))
+    print(
+        f"Intervals over {evidence['examples']} test examples (every example once per seed) and "
+        f"{sorted(set(evidence['seeds'].values()))} seeds per method, {evidence['resamples']} "
+        "resamples of examples and seeds:\n"
+    )
+    print("| method | data | calibration | " + " | ".join(t for _, t, _ in METRICS) + " |")
+    print("| --- | --- | --- |" + " ---: |" * len(METRICS))
+    for label, kinds in evidence["methods"].items():
+        for condition in ("clean", "shift"):
+            for kind, results in kinds.items():
+                if condition not in results:
+                    continue
+                cells = [_cell(results[condition][m], s) for m, _, s in METRICS]
+                calibration = "none" if kind == "raw" else "TS"
+                print(f"| {label} | {condition} | {calibration} | " + " | ".join(cells) + " |")
+    family = len(claims["pairs"]) * 2 * len(VERDICTS) + sum(
+        len(c) for c in claims["claim_a"].values()
+    )
+    print(
+        "\nPaired differences (negative: the first is better); verdicts at 95 %, Holm-adjusted "
+        f"over "
+        f"the page's {family} differences:\n"
+    )
+    print(
+        "| difference | data | "
+        + " | ".join(t for _, t, _ in METRICS)
+        + " | "
+        + " | ".join(f"verdict ({t})" for _, t in VERDICTS)
+        + " |"
+    )
+    print("| --- | --- |" + " ---: |" * len(METRICS) + " --- |" * len(VERDICTS))
+    for pair in claims["pairs"]:
+        a, b = pair["pair"].split(":")
+        for condition in ("clean", "shift"):
+            if condition not in pair:
+                continue
+            cells = [_cell(pair[condition][m], s) for m, _, s in METRICS]
+            verdicts = [pair[condition][m]["verdict_page"] for m, _ in VERDICTS]
+            print(f"| {a} - {b} | {condition} | " + " | ".join(cells + verdicts) + " |")
+    print(
+        "\nClaim (a), debiased ECE of the least robust tenth of the pooled test examples minus:\n"
+    )
+    print("| model | contrast | difference, points | p (Holm, page) | verdict |")
+    print("| --- | --- | ---: | ---: | --- |")
+    for method, contrasts in claims["claim_a"].items():
+        for name, r in contrasts.items():
+            holds = {"worse": "holds", "better": "reversed"}.get(r["verdict_page"], "no difference")
+            print(f"| {method} | {name} | {_cell(r, 100)} | {r['p_page']:.4f} | {holds} |")
+
+
+if __name__ == "__main__":
+    main()
