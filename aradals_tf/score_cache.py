@@ -14,9 +14,9 @@ inputs: `index_examples` turns a dataset of `(x, y[, sample_weight])` into
 one of `({"inputs": x, "example_index": i}, y[, sample_weight])`, and
 `ARAdaLSModel.fit` does the same for arrays. The cache is state in
 variables, so it is saved with the model, restored by `BackupAndRestore`
-and mirrored under `tf.distribute`: each step all-gathers the batch's
-indices and bins (a few bytes per example, whatever the training set's
-size) and every replica writes the same rows.
+and mirrored under `tf.distribute`: each step all-gathers the indices and
+bins of the examples it scored (a few bytes each, whatever the training
+set's size) and every replica writes the same rows.
 """
 
 import keras
@@ -162,11 +162,12 @@ class ScoreCache(keras.layers.Layer):
         return rotation | tf.equal(tf.gather(self.bins, index), UNSCORED)
 
     def merge(self, index, due, fresh_bins):
-        """The batch's bins (fresh where `due`, cached elsewhere); stores them.
+        """The batch's bins (fresh where `due`, cached elsewhere); stores the fresh ones.
 
-        Every replica's batch rows are gathered and written on every replica
-        (an index seen twice keeps its first row), and the histogram moves
-        each rewritten example from its old bin to its new one.
+        Every replica's fresh rows (indices and bins of its due examples) are
+        gathered and written on every replica (an index seen twice keeps its
+        first row), and the histogram moves each rewritten example from its
+        old bin to its new one: a step exchanges a few bytes per due example.
 
         Args:
             index: int `[n]`, the batch's example indices.
@@ -177,10 +178,10 @@ class ScoreCache(keras.layers.Layer):
             int32 `[n]`: every example's bin.
         """
         index = self._checked(index)
-        cached = tf.gather(self.bins, index)
-        bins = tf.tensor_scatter_nd_update(cached, tf.where(due), tf.cast(fresh_bins, tf.int32))
-        all_index = _gather_across_replicas(index)
-        all_bins = _gather_across_replicas(bins)
+        fresh_bins = tf.cast(fresh_bins, tf.int32)
+        bins = tf.tensor_scatter_nd_update(tf.gather(self.bins, index), tf.where(due), fresh_bins)
+        all_index = _gather_across_replicas(tf.boolean_mask(index, due))
+        all_bins = _gather_across_replicas(fresh_bins)
         unique, position = tf.unique(all_index)
         first = tf.math.unsorted_segment_min(
             tf.range(tf.shape(all_index)[0]), position, tf.shape(unique)[0]

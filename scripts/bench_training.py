@@ -4,7 +4,9 @@
 Every mode trains a small CNN on mnist5k (batch 128, Adam 1e-3) and is timed
 per epoch (median of the epochs after the first two, which include tracing
 and the warm-up). The reference is plain Keras: the backbone compiled with
-its cross-entropy and `keras.Model.fit` on the arrays, no validation data.
+its cross-entropy and `keras.Model.fit` on the arrays, with the validation
+split as `validation_data` (the pass a Keras user makes each epoch, and the
+one AR-AdaLS's update replaces: it writes `val_*` from its own).
 Modes:
   keras                 the reference;
   vanilla               the package's vanilla run (`aradals-tf train` code path);
@@ -137,11 +139,20 @@ def _python_run(mode, seed, epochs, arrays):
             loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
             metrics=["accuracy"],
         )
-        backbone.fit(x, y, batch_size=128, epochs=epochs, verbose=0, callbacks=[clock])
+        backbone.fit(
+            x,
+            y,
+            batch_size=128,
+            epochs=epochs,
+            verbose=0,
+            callbacks=[clock],
+            validation_data=validation,
+            validation_batch_size=500,
+        )
         return backbone, clock
     model = at.ARAdaLSModel(backbone, num_classes=10, eps_max=0.3)
     model.compile(optimizer=keras.optimizers.Adam(1e-3), metrics=["accuracy"])
-    callbacks = [at.AdaptiveSmoothing(validation), clock]
+    callbacks = [at.AdaptiveSmoothing(validation, validation_metrics=True), clock]
     model.fit(x, y, batch_size=128, epochs=epochs, verbose=0, callbacks=callbacks)
     return model, clock
 
