@@ -14,9 +14,9 @@ inputs: `index_examples` turns a dataset of `(x, y[, sample_weight])` into
 one of `({"inputs": x, "example_index": i}, y[, sample_weight])`, and
 `ARAdaLSModel.fit` does the same for arrays. The cache is state in
 variables, so it is saved with the model, restored by `BackupAndRestore`
-and mirrored under `tf.distribute`: each step all-gathers the indices and
-bins of the examples it scored (a few bytes each, whatever the training
-set's size) and every replica writes the same rows.
+and mirrored under `tf.distribute`: each step all-gathers its batch's
+indices and bins (12 bytes per example, whatever the training set's size)
+and every replica writes the same rows.
 """
 
 import keras
@@ -164,10 +164,11 @@ class ScoreCache(keras.layers.Layer):
     def merge(self, index, due, fresh_bins):
         """The batch's bins (fresh where `due`, cached elsewhere); stores the fresh ones.
 
-        Every replica's fresh rows (indices and bins of its due examples) are
-        gathered and written on every replica (an index seen twice keeps its
-        first row), and the histogram moves each rewritten example from its
-        old bin to its new one: a step exchanges a few bytes per due example.
+        Every replica's batch rows are gathered (index and bin, the rows not
+        due marked -1) and the due ones written on every replica (an index
+        seen twice keeps its first row); the histogram moves each rewritten
+        example from its old bin to its new one: a step exchanges 12 bytes per
+        example of the batch, whatever the training set's size.
 
         Args:
             index: int `[n]`, the batch's example indices.
@@ -180,8 +181,12 @@ class ScoreCache(keras.layers.Layer):
         index = self._checked(index)
         fresh_bins = tf.cast(fresh_bins, tf.int32)
         bins = tf.tensor_scatter_nd_update(tf.gather(self.bins, index), tf.where(due), fresh_bins)
-        all_index = _gather_across_replicas(tf.boolean_mask(index, due))
-        all_bins = _gather_across_replicas(fresh_bins)
+        # Rows of the whole batch, those not due marked -1: the same shape on every
+        # replica (MultiWorkerMirroredStrategy's all-gather fails on uneven ones).
+        all_index = _gather_across_replicas(tf.where(due, index, -1))
+        all_bins = _gather_across_replicas(bins)
+        keep = all_index >= 0
+        all_index, all_bins = tf.boolean_mask(all_index, keep), tf.boolean_mask(all_bins, keep)
         unique, position = tf.unique(all_index)
         first = tf.math.unsorted_segment_min(
             tf.range(tf.shape(all_index)[0]), position, tf.shape(unique)[0]
