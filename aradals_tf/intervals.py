@@ -146,11 +146,15 @@ def _ece(conditions, weights, num_bins):
 
 def _folded_mean_inverse(ratio, iterations=40):
     """The `t >= 0` with `E|t + Z| = ratio` (Z standard normal), for ratio >= sqrt(2/pi)."""
-    t = ratio.copy()
+    # Beyond 30 standard errors E|t + Z| = t to double precision (and t * t
+    # would overflow where the error is rounding noise): the ratio itself.
+    far = ratio > 30.0
+    target = np.where(far, 30.0, ratio)
+    t = target.copy()
     for _ in range(iterations):  # Newton: E|t + Z| is convex and increasing in t
         folded = np.sqrt(2 / np.pi) * np.exp(-t * t / 2) + t * special.erf(t / np.sqrt(2))
-        t = np.maximum(t - (folded - ratio) / np.maximum(special.erf(t / np.sqrt(2)), 1e-6), 0)
-    return t
+        t = np.maximum(t - (folded - target) / np.maximum(special.erf(t / np.sqrt(2)), 1e-6), 0)
+    return np.where(far, ratio, t)
 
 
 def _debiased_ece(conditions, weights, num_bins):

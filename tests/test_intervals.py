@@ -267,3 +267,13 @@ def test_holm_hand_computed_and_p_values():
     result = intervals.bootstrap_interval(good, "nll", resamples=2000, other=bad)
     assert result["p"] < 0.001 and intervals.holm_verdict(result, 0.001) == "better"
     assert intervals.holm_verdict(result, 0.2) == "no difference"
+
+
+def test_the_folded_normal_inverse_matches_scipy_and_stays_finite_far_out():
+    from scipy import stats
+
+    ratios = np.array([np.sqrt(2 / np.pi), 0.9, 1.5, 3.0, 12.0, 29.0, 31.0, 1e3, 1e200])
+    with np.errstate(all="raise"):  # an overflow (t * t where the error is rounding noise) fails
+        t = intervals._folded_mean_inverse(ratios.copy())
+    np.testing.assert_allclose(stats.foldnorm(t[:-1]).mean(), ratios[:-1], rtol=1e-9, atol=1e-9)
+    assert t[-1] == 1e200
