@@ -325,7 +325,8 @@ def test_score_dataset_matches_function(mnist5k_cnn, test_images):
     scores = robustness.score_dataset(mnist5k_cnn, dataset, eps_max=0.3, batch_size=50, verbose=0)
     radius, level = robustness.adversarial_robustness(mnist5k_cnn, images[:120], eps_max=0.3)
     np.testing.assert_array_equal(scores["level"], level.numpy())
-    np.testing.assert_allclose(scores["radius"], radius.numpy(), rtol=1e-6)
+    # float32 radii: batches of another size sum in another order (1e-6 was seen missed).
+    np.testing.assert_allclose(scores["radius"], radius.numpy(), rtol=1e-5)
     np.testing.assert_array_equal(scores["label"], labels[:120])
     probs = tf.nn.softmax(mnist5k_cnn.predict(images[:120], verbose=0)).numpy()
     np.testing.assert_allclose(scores["confidence"], probs.max(1), atol=1e-5)
