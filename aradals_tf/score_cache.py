@@ -20,6 +20,7 @@ and every replica writes the same rows.
 """
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from aradals_tf.scores import SCORE_BINS
@@ -144,7 +145,8 @@ class ScoreCache(keras.layers.Layer):
         )
         self.built = True
 
-    def _checked(self, index):
+    def check_index(self, index):
+        """int64 `[n]` indices, asserted within `[0, size)`."""
         index = tf.cast(tf.reshape(index, [-1]), tf.int64)
         tf.debugging.assert_less(
             index,
@@ -157,7 +159,7 @@ class ScoreCache(keras.layers.Layer):
 
     def due(self, index):
         """Bool `[n]`: the examples of a batch to score in this epoch."""
-        index = self._checked(index)
+        index = self.check_index(index)
         rotation = tf.equal((index + self.epoch) % self.rescore_every, 0)
         return rotation | tf.equal(tf.gather(self.bins, index), UNSCORED)
 
@@ -178,7 +180,7 @@ class ScoreCache(keras.layers.Layer):
         Returns:
             int32 `[n]`: every example's bin.
         """
-        index = self._checked(index)
+        index = self.check_index(index)
         fresh_bins = tf.cast(fresh_bins, tf.int32)
         bins = tf.tensor_scatter_nd_update(tf.gather(self.bins, index), tf.where(due), fresh_bins)
         # Rows of the whole batch, those not due marked -1: the same shape on every
@@ -196,6 +198,27 @@ class ScoreCache(keras.layers.Layer):
         self.histogram.assign(self.histogram + _counts(new) - _counts(old))
         self.bins.value.scatter_update(tf.IndexedSlices(new, unique))
         return bins
+
+    def due_indices(self):
+        """int64 `[m]`: the training examples due this epoch (`due` over all), on the host."""
+        bins = self.bins.numpy()
+        index = np.arange(self.size)
+        rotation = (index + int(self.epoch.numpy())) % self.rescore_every == 0
+        return np.flatnonzero(rotation | (bins == UNSCORED))
+
+    def store(self, index, fresh_bins):
+        """Writes the bins of the examples `index` from outside a training
+        step (the pass before an epoch, `fitting.EpochScoring`) and recounts
+        the histogram from the stored bins.
+
+        Args:
+            index: int `[m]`, example indices.
+            fresh_bins: int `[m]`, their bins.
+        """
+        bins = self.bins.numpy()
+        bins[np.asarray(index, np.int64)] = np.asarray(fresh_bins, np.int32)
+        self.bins.assign(bins)
+        self.histogram.assign(np.bincount(bins[bins >= 0], minlength=SCORE_BINS).astype(np.int32))
 
     def advance_epoch(self):
         self.epoch.assign_add(1)

@@ -81,6 +81,10 @@ class RobustnessStrata(keras.layers.Layer):
         self.source = source
         self.rescore_every = check_rescore_every(rescore_every)
         self.cache = None
+        # False while a pass before each epoch scores the due examples
+        # (`fitting.EpochScoring`): the steps then read the cache only. A
+        # setting of the traced step, not state: `fit` sets it before tracing.
+        self.score_in_steps = True
         self.scoring_from_epoch = self.add_weight(
             shape=(), initializer="zeros", dtype="int64", trainable=False, name="scoring_from"
         )
@@ -150,6 +154,8 @@ class RobustnessStrata(keras.layers.Layer):
         is due then, and the model trains every example on `eps_init`).
         """
         cache = self._require_cache()
+        if not self.score_in_steps:  # scored before the epoch
+            return self.assign(tf.gather(cache.bins, cache.check_index(index)))
         due = cache.due(index) & self.scoring()
         due_inputs = tf.boolean_mask(x, due)
         # A batch may have none due; TF's Conv2D fails on an empty batch.
@@ -160,6 +166,14 @@ class RobustnessStrata(keras.layers.Layer):
         )
         # Outside the condition: storing gathers across replicas.
         return self.assign(cache.merge(index, due, fresh))
+
+    def score_function(self, backbone):
+        """A compiled `inputs -> int32 bins` of this source on `backbone`, in
+        inference mode as in the steps; for the pass before an epoch."""
+        return tf.function(
+            lambda inputs: scores.score_bins(self.source(backbone, inputs)[0]),
+            reduce_retracing=True,
+        )
 
     def count(self, strata, correct):
         """Adds a scored batch's examples and correct predictions to their strata."""

@@ -179,7 +179,7 @@ class ARAdaLSModel(SoftTargetModel):
             )
         super().compile(optimizer, loss, metrics, jit_compile=False, **kwargs)
 
-    def fit(self, *args, **kwargs):
+    def fit(self, *args, scoring_data="auto", **kwargs):
         """`keras.Model.fit`, taking what Keras's takes.
 
         Arrays get each example's index (datasets must carry one), the score
@@ -188,8 +188,19 @@ class ARAdaLSModel(SoftTargetModel):
         order: `AdaptiveSmoothing` (its logs reach `History`, `CSVLogger`,
         `TensorBoard`), the strata's epoch bookkeeping, then the others. The
         progress bar leaves out the per-stratum logs.
+
+        Args:
+            *args: Keras's `fit` arguments.
+            scoring_data: where the examples due in an epoch are scored before
+                it, in large batches: `"auto"` (the training data when it is
+                arrays or a finite dataset), the indexed training inputs
+                (arrays, or a finite dataset such as the unshuffled
+                `index_examples` one, where `x` repeats), or None (the training
+                steps score their due examples). With several replicas the
+                steps always score.
+            **kwargs: Keras's `fit` arguments.
         """
-        return super().fit(**fitting.prepare_fit(self, args, kwargs))
+        return super().fit(**fitting.prepare_fit(self, args, kwargs, scoring_data))
 
     # The score's settings, read by the export and the CLI.
     strata_by = property(lambda self: self.source.strata_by)

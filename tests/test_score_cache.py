@@ -61,6 +61,21 @@ def test_an_example_twice_in_a_batch_is_stored_once():
     np.testing.assert_array_equal(cache.histogram.numpy(), _histogram_of(cache))
 
 
+def test_due_indices_and_store_agree_with_the_step_rotation_and_its_histogram():
+    cache = score_cache.ScoreCache(size=10, rescore_every=3)
+    index = tf.range(10, dtype=tf.int64)
+    np.testing.assert_array_equal(cache.due_indices(), np.arange(10))  # nothing scored
+    cache.store([2, 5, 9], [7, 7, 100])
+    np.testing.assert_array_equal(cache.histogram.numpy(), _histogram_of(cache))
+    assert cache.histogram.numpy()[7] == 2 and cache.histogram.numpy().sum() == 3
+    cache.store(np.arange(10), np.arange(10) * 3)
+    for _ in range(5):
+        cache.advance_epoch()
+        np.testing.assert_array_equal(cache.due_indices(), np.flatnonzero(cache.due(index).numpy()))
+    cache.store([0, 0], [1, 1])
+    np.testing.assert_array_equal(cache.histogram.numpy(), _histogram_of(cache))
+
+
 def test_bad_settings_and_indices():
     with pytest.raises(ValueError, match="size"):
         score_cache.ScoreCache(size=0, rescore_every=2)
@@ -98,7 +113,9 @@ class _CountingSource:
         return self.source(backbone, x)
 
 
-def _fit(rescore_every, epochs, learning_rate, backbone=backbones.mlp, size=300):
+def _fit(
+    rescore_every, epochs, learning_rate, backbone=backbones.mlp, size=300, scoring_data="auto"
+):
     x, y = data.load_arrays("digits", "train")
     x, y = x[:size], y[:size]
     keras.utils.set_random_seed(0)
@@ -130,6 +147,7 @@ def _fit(rescore_every, epochs, learning_rate, backbone=backbones.mlp, size=300)
         epochs=epochs,
         verbose=0,
         callbacks=[adaptive_smoothing.AdaptiveSmoothing(validation), Count()],
+        scoring_data=scoring_data,
     )
     return model, counts, history
 
@@ -168,3 +186,63 @@ def test_with_a_fixed_model_cached_scores_give_the_strata_of_fresh_ones():
     np.testing.assert_allclose(
         cached_history.history["loss"], fresh_history.history["loss"], rtol=1e-5
     )
+
+
+def test_scoring_before_each_epoch_stores_what_the_steps_would_score():
+    """Learning rate 0: the pass before each epoch (the default with arrays)
+    and the steps' own scoring (`scoring_data=None`) store the same bins,
+    histogram and losses; with the cache full, strata hold equal shares."""
+    before, counts, before_history = _fit(3, epochs=4, learning_rate=0.0)
+    in_steps, _, steps_history = _fit(3, epochs=4, learning_rate=0.0, scoring_data=None)
+    assert not before.strata.score_in_steps and in_steps.strata.score_in_steps
+    schedule = [sum((i + epoch) % 3 == 0 for i in range(300)) for epoch in range(2, 4)]
+    assert counts == [0, 300, *schedule]
+    np.testing.assert_array_equal(
+        before.score_cache.bins.numpy(), in_steps.score_cache.bins.numpy()
+    )
+    np.testing.assert_array_equal(
+        before.score_cache.histogram.numpy(), _histogram_of(before.score_cache)
+    )
+    np.testing.assert_allclose(
+        before_history.history["loss"], steps_history.history["loss"], rtol=1e-5
+    )
+    for r in range(3):
+        # Before the epoch the thresholds are cut from every fresh score at once.
+        assert before_history.history[f"stratum{r}_train_count"][1] == pytest.approx(100, abs=2)
+
+
+def test_a_finite_dataset_is_scored_before_each_epoch_like_its_arrays():
+    x, y = data.load_arrays("digits", "train")
+    x, y = x[:300], y[:300]
+    validation = data.load_arrays("digits", "validation")
+    cached = []
+    for how in ("arrays", "dataset", "repeating"):
+        keras.utils.set_random_seed(0)
+        model = training.ARAdaLSModel(
+            backbones.mlp((8, 8, 1), 10), 10, eps_max=0.3, attack_steps=5, num_strata=3,
+            rescore_every=2, train_size=300,
+        )  # fmt: skip
+        model.compile(optimizer=keras.optimizers.SGD(0.0))
+        callbacks = [adaptive_smoothing.AdaptiveSmoothing(validation)]
+        indexed = score_cache.index_examples(tf.data.Dataset.from_tensor_slices((x, y)))
+        if how == "arrays":
+            model.fit(x, y, batch_size=64, epochs=3, verbose=0, callbacks=callbacks)
+        elif how == "dataset":
+            model.fit(
+                indexed.shuffle(300, seed=1).batch(64), epochs=3, verbose=0, callbacks=callbacks
+            )
+        else:  # repeats: the steps score, unless the examples are given
+            batches = indexed.shuffle(300, seed=1).batch(60).repeat()
+            model.fit(batches, epochs=3, steps_per_epoch=5, verbose=0, callbacks=callbacks)
+            assert model.strata.score_in_steps
+            model.fit(
+                batches, epochs=3, steps_per_epoch=5, verbose=0, callbacks=callbacks,
+                scoring_data=indexed,
+            )  # fmt: skip
+            assert not model.strata.score_in_steps
+            with pytest.raises(ValueError, match="finite dataset"):
+                model.fit(batches, epochs=1, steps_per_epoch=5, scoring_data=indexed.repeat())
+        cached.append(model.score_cache.bins.numpy())
+    assert cached[0].min() >= 0
+    np.testing.assert_array_equal(cached[0], cached[1])
+    np.testing.assert_array_equal(cached[0], cached[2])

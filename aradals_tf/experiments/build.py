@@ -54,6 +54,15 @@ def steps_per_epoch(config):
     return -(-train_size(config) // config.batch_size)
 
 
+def training_examples(config):
+    """The training split, unbatched and unshuffled, cached; indexed where the
+    model caches scores (indices before any shuffle: one per example)."""
+    examples = split_dataset(config, "train")
+    if caches_scores(config):
+        examples = score_cache.index_examples(examples)
+    return examples.cache()
+
+
 def training_datasets(config, shuffle_seed=None, initial_epoch=0):
     """`(train, validation)`: the training batches of epochs `initial_epoch`
     to `config.epochs - 1`, one after the other, and the batched validation split.
@@ -76,10 +85,7 @@ def training_datasets(config, shuffle_seed=None, initial_epoch=0):
     >>> train, validation = training_datasets(config)
     >>> model.fit(train, epochs=config.epochs, steps_per_epoch=steps_per_epoch(config))
     """
-    examples = split_dataset(config, "train")
-    if caches_scores(config):  # indices before the shuffle: one per example
-        examples = score_cache.index_examples(examples)
-    examples = examples.cache()
+    examples = training_examples(config)
     seed = config.seed if shuffle_seed is None else shuffle_seed
     # A backup of the last epoch leaves nothing to train; fit then reads no batch.
     epochs = range(min(initial_epoch, config.epochs - 1), config.epochs)

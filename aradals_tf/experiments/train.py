@@ -59,6 +59,9 @@ def _fit(config, model, backup_dir, verbose, extra_callbacks, shuffle_seed=None)
     recorder = EpochLogs()
     resume.stateful_callbacks = [recorder] + ([adaptive] if adaptive else [])
     callbacks[1 if adaptive else 0 : 1 if adaptive else 0] = [recorder, resume]
+    # The epochs' batches repeat, so the pass that scores an epoch's due
+    # examples before it reads the examples themselves.
+    scoring = {"scoring_data": build.training_examples(config)} if adaptive else {}
     model.fit(
         train,
         validation_data=validation_data,
@@ -67,6 +70,7 @@ def _fit(config, model, backup_dir, verbose, extra_callbacks, shuffle_seed=None)
         callbacks=callbacks,
         shuffle=False,  # the dataset shuffles itself, seeded
         verbose=verbose,
+        **scoring,
     )
     return recorder.history, (adaptive.records if adaptive else [])
 
