@@ -139,10 +139,11 @@ class EpochScoring(keras.callbacks.Callback):
         due[cache.due_indices()] = True
         if not due.any():
             return
-        if self._for is not self.model:
-            self._function, self._for = strata.score_function(self.model.backbone), self.model
         index, bins = [], []
         for inputs, batch_index in self._due_batches(due):
+            if self._for is not self.model:
+                self._function = strata.score_function(self.model.backbone, inputs)
+                self._for = self.model
             index.append(batch_index)
             bins.append(self._function(inputs).numpy())
         if index:

@@ -167,12 +167,17 @@ class RobustnessStrata(keras.layers.Layer):
         # Outside the condition: storing gathers across replicas.
         return self.assign(cache.merge(index, due, fresh))
 
-    def score_function(self, backbone):
+    def score_function(self, backbone, inputs):
         """A compiled `inputs -> int32 bins` of this source on `backbone`, in
-        inference mode as in the steps; for the pass before an epoch."""
+        inference mode as in the steps; for the pass before an epoch. Traced
+        once for any batch size of inputs like `inputs` (a batch)."""
+        signature = tf.nest.map_structure(
+            lambda x: tf.TensorSpec([None, *np.shape(x)[1:]], tf.as_dtype(np.asarray(x).dtype)),
+            inputs,
+        )
         return tf.function(
             lambda inputs: scores.score_bins(self.source(backbone, inputs)[0]),
-            reduce_retracing=True,
+            input_signature=[signature],
         )
 
     def count(self, strata, correct):
