@@ -304,23 +304,24 @@ def _compacted_steps(
     """The attack's steps on the examples not yet flipped only.
 
     Returns `(radius, level, final_margin)` over the whole batch: the radius
-    and level of the examples that flip, `steps` for the others, and each
-    example's margin at the last step it was attacked.
+    and level of the examples that flip, `steps` for the others, and the
+    margin after the last step of those that never flip (the clean margin
+    elsewhere; `_finish` reads it only where the level is `steps`).
     """
     batch = tf.shape(x)[0]
     live = tf.where(~already_wrong)[:, 0]
+    # The live examples' index, clean and adversarial inputs, gradient, and
+    # margin at the previous step: gathered once per step by one index.
     state = (
         live,
-        tf.gather(x, live),  # clean inputs of the live examples
-        tf.gather(x, live),  # their adversarial inputs
+        tf.gather(x, live),
+        tf.gather(x, live),
         tf.gather(gradient, live),
-        tf.gather(clean_margin, live),  # their margins at the previous step
-        tf.fill([batch], tf.constant(steps, tf.int32)),
-        tf.fill([batch], tf.constant(np.inf, tf.float32)),
-        clean_margin,
+        tf.gather(clean_margin, live),
     )
+    no_flips = (tf.zeros([0], tf.int64), tf.zeros([0], tf.float32))
 
-    def body(t, live, clean, adversarial, gradient, previous_margin, level, radius, final_margin):
+    def body(t, live, clean, adversarial, gradient, previous_margin):
         live_reference = tf.gather(reference, live)
         live_target = None if target is None else tf.gather(target, live)
         adversarial = _step(adversarial, clean, gradient, t, step_size, **settings)
@@ -330,42 +331,37 @@ def _compacted_steps(
             logits = model_logits(model, adversarial)
         margin = _attack_margin(logits, live_reference, live_target)
         flipped = tf.not_equal(tf.argmax(logits, axis=-1, output_type=tf.int32), live_reference)
-        where = live[:, None]
-        radius = tf.tensor_scatter_nd_update(
-            radius,
-            where,
-            tf.where(
-                flipped,
-                _crossing_radius(previous_margin, margin, t, step_size),
-                tf.gather(radius, live),
-            ),
-        )
-        level = tf.tensor_scatter_nd_update(
-            level, where, tf.where(flipped, t - 1, tf.gather(level, live))
-        )
-        final_margin = tf.tensor_scatter_nd_update(final_margin, where, margin)
-        keep = ~flipped
-        return (
-            tf.boolean_mask(live, keep),
-            tf.boolean_mask(clean, keep),
-            tf.boolean_mask(adversarial, keep),
-            tf.boolean_mask(gradient, keep),
-            tf.boolean_mask(margin, keep),
-            level,
-            radius,
-            final_margin,
-        )
+        kept, gone = tf.where(~flipped)[:, 0], tf.where(flipped)[:, 0]
+        crossing = _crossing_radius(previous_margin, margin, t, step_size)
+        state = tuple(tf.gather(v, kept) for v in (live, clean, adversarial, gradient, margin))
+        return state, (tf.gather(live, gone), tf.gather(crossing, gone))
 
     # Unrolled, each step in a tf.cond that skips it once no example is live
     # (the backbone's Conv2D fails on an empty batch). The same loop as a
     # tf.while_loop ran at one of two speeds from one process to the next on
     # this oneDNN CPU build, the slower barely faster than the whole batch
     # (docs: the scorer study); unrolled, it ran at the faster one every time.
+    # Each step hands back the examples that flipped in it; they are written
+    # into the batch's results once, after the loop.
+    flips = []
     for t in range(1, steps + 1):
-        state = tf.cond(
+        state, flipped = tf.cond(
             tf.size(state[0]) > 0,
             lambda state=state, t=t: body(t, *state),
-            lambda state=state: state,
+            lambda state=state: (state, no_flips),
         )
-    _, _, _, _, _, level, radius, final_margin = state
+        flips.append(flipped)
+    where = tf.concat([index for index, _ in flips], 0)[:, None]
+    level = tf.tensor_scatter_nd_update(
+        tf.fill([batch], tf.constant(steps, tf.int32)),
+        where,
+        tf.concat([tf.fill(tf.shape(index), t) for t, (index, _) in enumerate(flips)], 0),
+    )
+    radius = tf.tensor_scatter_nd_update(
+        tf.fill([batch], tf.constant(np.inf, tf.float32)),
+        where,
+        tf.concat([crossing for _, crossing in flips], 0),
+    )
+    live, _, _, _, margin = state
+    final_margin = tf.tensor_scatter_nd_update(clean_margin, live[:, None], margin)
     return radius, level, final_margin
