@@ -285,3 +285,21 @@ def test_cross_fitted_comparison_tests_every_example_once_with_paired_verdicts(
     assert again["evidence"] == evidence
     with pytest.raises(ValueError, match="Unknown method"):
         experiments.run_comparison(out, base, methods, **{**kwargs, "pairs": ["ar:vanilla"]})
+
+
+def test_scoring_examples_are_the_indexed_training_split(monkeypatch):
+    """The examples the pass before each epoch scores: the training split in
+    order with its indices, as arrays when small, as the dataset otherwise."""
+    from aradals_tf import data
+    from aradals_tf.experiments import build
+
+    config = experiments.TrainConfig(dataset="digits", method="ar-adals", epochs=1).validate()
+    images, _ = data.load_arrays("digits", "train", seed=config.seed)
+    arrays = build.scoring_examples(config)
+    np.testing.assert_array_equal(arrays["example_index"], np.arange(len(images)))
+    np.testing.assert_array_equal(arrays["inputs"], images)
+    monkeypatch.setattr(build, "SCORING_ARRAYS_BYTES", 1000)
+    dataset = build.scoring_examples(config)
+    first = next(iter(dataset))[0]
+    assert int(first["example_index"]) == 0
+    np.testing.assert_array_equal(first["inputs"].numpy(), images[0])

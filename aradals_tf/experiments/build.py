@@ -3,6 +3,7 @@
 import functools
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from aradals_tf import backbones
@@ -61,6 +62,26 @@ def training_examples(config):
     if caches_scores(config):
         examples = score_cache.index_examples(examples)
     return examples.cache()
+
+
+# Largest training split held in memory for the pass that scores an epoch's
+# due examples (larger ones are read from the dataset each epoch).
+SCORING_ARRAYS_BYTES = 256 * 2**20
+
+
+def scoring_examples(config):
+    """The indexed training examples for `fit(scoring_data=...)`: numpy arrays
+    when the split fits in `SCORING_ARRAYS_BYTES` (a pass over the dataset
+    every epoch costs more than the forward-pass scores themselves), the
+    cached dataset otherwise."""
+    examples = training_examples(config)
+    spec = examples.element_spec[0][score_cache.INPUTS]
+    size = train_size(config) * int(np.prod(spec.shape)) * spec.dtype.size
+    if size > SCORING_ARRAYS_BYTES:
+        return examples
+    batches = examples.map(lambda x, *_: x).batch(4096)
+    parts = [{key: value.numpy() for key, value in batch.items()} for batch in batches]
+    return {key: np.concatenate([part[key] for part in parts]) for key in parts[0]}
 
 
 def training_datasets(config, shuffle_seed=None, initial_epoch=0):

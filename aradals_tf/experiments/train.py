@@ -61,7 +61,7 @@ def _fit(config, model, backup_dir, verbose, extra_callbacks, shuffle_seed=None)
     callbacks[1 if adaptive else 0 : 1 if adaptive else 0] = [recorder, resume]
     # The epochs' batches repeat, so the pass that scores an epoch's due
     # examples before it reads the examples themselves.
-    scoring = {"scoring_data": build.training_examples(config)} if adaptive else {}
+    scoring = {"scoring_data": build.scoring_examples(config)} if adaptive else {}
     model.fit(
         train,
         validation_data=validation_data,
