@@ -6,7 +6,9 @@ Reads `<study>/comparison.json` (its `evidence`, from `aradals-tf compare
 verdicts are Holm-adjusted over the page's whole family) and prints:
 the intervals of every method (plug-in ECE, debiased ECE, NLL, Brier; raw
 and temperature-scaled; clean and the shift suite's mean), the paired
-differences with their page verdicts, and claim (a).
+differences with their page verdicts, and claim (a). Without a claim-a file
+(a study of ensembles, say) the page's family is the comparison's own pairs
+and their verdicts are the comparison's.
 
 Usage: python scripts/evidence_tables.py --study runs/evidence/mnist5k-20 \\
            --prefix docs/studies/evidence-mnist5k-20
@@ -37,7 +39,8 @@ def main():
     parser.add_argument("--prefix", required=True)
     args = parser.parse_args()
     evidence = json.load(open(os.path.join(args.study, "comparison.json")))["evidence"]
-    claims = json.load(open(f"{args.prefix}-claim-a.json"))
+    claims_path = f"{args.prefix}-claim-a.json"
+    claims = json.load(open(claims_path)) if os.path.exists(claims_path) else None
     print(
         f"Intervals over {evidence['examples']} test examples (every example once per seed) and "
         f"{sorted(set(evidence['seeds'].values()))} seeds per method, {evidence['resamples']} "
@@ -53,9 +56,11 @@ def main():
                 cells = [_cell(results[condition][m], s) for m, _, s in METRICS]
                 calibration = "none" if kind == "raw" else "TS"
                 print(f"| {label} | {condition} | {calibration} | " + " | ".join(cells) + " |")
-    family = len(claims["pairs"]) * 2 * len(VERDICTS) + sum(
-        len(c) for c in claims["claim_a"].values()
-    )
+    if claims is None:
+        pairs, family, verdict_key = evidence["pairs"], evidence["family"], "verdict"
+    else:
+        pairs, verdict_key = claims["pairs"], "verdict_page"
+        family = len(pairs) * 2 * len(VERDICTS) + sum(len(c) for c in claims["claim_a"].values())
     print(
         "\nPaired differences (negative: the first is better); verdicts at 95 %, Holm-adjusted "
         f"over "
@@ -69,14 +74,16 @@ def main():
         + " |"
     )
     print("| --- | --- |" + " ---: |" * len(METRICS) + " --- |" * len(VERDICTS))
-    for pair in claims["pairs"]:
+    for pair in pairs:
         a, b = pair["pair"].split(":")
         for condition in ("clean", "shift"):
             if condition not in pair:
                 continue
             cells = [_cell(pair[condition][m], s) for m, _, s in METRICS]
-            verdicts = [pair[condition][m]["verdict_page"] for m, _ in VERDICTS]
+            verdicts = [pair[condition][m][verdict_key] for m, _ in VERDICTS]
             print(f"| {a} - {b} | {condition} | " + " | ".join(cells + verdicts) + " |")
+    if claims is None:
+        return
     print(
         "\nClaim (a), debiased ECE of the least robust tenth of the pooled test examples minus:\n"
     )
