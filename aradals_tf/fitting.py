@@ -66,10 +66,6 @@ def _structure_rows(structure, rows):
     return tf.nest.map_structure(lambda array: np.asarray(array)[rows], structure)
 
 
-def _concatenated(parts):
-    return tf.nest.map_structure(lambda *arrays: np.concatenate(arrays), *parts)
-
-
 class EpochScoring(keras.callbacks.Callback):
     """Scores an epoch's due training examples before the epoch, in batches.
 
@@ -92,43 +88,29 @@ class EpochScoring(keras.callbacks.Callback):
         self.batch_size = int(batch_size)
         self._function, self._for = None, None
 
-    def _batches(self):
-        """`(inputs, index)` numpy batches of the whole training data."""
-        if isinstance(self.data, tf.data.Dataset):
-            data = self.data
-            spec = data.element_spec
-            spec = spec[0] if isinstance(spec, tuple) else spec
-            if spec[score_cache.INDEX].shape.rank == 0:
-                data = data.batch(self.batch_size)
-            for element in data:
-                inputs, index = score_cache.split_index(
-                    element[0] if isinstance(element, tuple) else element
-                )
-                yield tf.nest.map_structure(np.asarray, inputs), np.asarray(index)
-        else:
-            inputs, index = score_cache.split_index(self.data)
-            yield tf.nest.map_structure(np.asarray, inputs), np.asarray(index)
-
     def _due_batches(self, due):
-        """The due examples' `(inputs, index)`, `batch_size` at a time."""
-        pending, size = [], 0
-        for inputs, index in self._batches():
-            rows = np.flatnonzero(due[index.astype(np.int64)])
-            for start in range(0, len(rows), self.batch_size):
-                chunk = rows[start : start + self.batch_size]
-                pending.append((_structure_rows(inputs, chunk), index[chunk]))
-                size += len(chunk)
-                while size >= self.batch_size:
-                    joined = _concatenated(pending)
-                    head = np.arange(self.batch_size)
-                    yield _structure_rows(joined, head)
-                    rest = _structure_rows(joined, np.arange(self.batch_size, size))
-                    pending, size = (
-                        ([rest] if size > self.batch_size else []),
-                        size - self.batch_size,
-                    )
-        if pending:
-            yield _concatenated(pending)
+        """The due examples' `(inputs, index)` as numpy, `batch_size` at a time."""
+        if isinstance(self.data, tf.data.Dataset):
+            yield from self._due_dataset_batches(tf.constant(due))
+            return
+        inputs, index = score_cache.split_index(self.data)
+        index = np.asarray(index)
+        rows = np.flatnonzero(due[index.astype(np.int64)])
+        for start in range(0, len(rows), self.batch_size):
+            chunk = rows[start : start + self.batch_size]
+            yield _structure_rows(inputs, chunk), index[chunk]
+
+    def _due_dataset_batches(self, due):
+        # The inputs alone (they carry the index), one example at a time.
+        data = self.data.map(lambda *element: element[0])
+        if data.element_spec[score_cache.INDEX].shape.rank > 0:
+            data = data.unbatch()
+        data = data.filter(
+            lambda inputs: tf.gather(due, tf.cast(inputs[score_cache.INDEX], tf.int64))
+        )
+        for element in data.batch(self.batch_size):
+            inputs, index = score_cache.split_index(element)
+            yield tf.nest.map_structure(np.asarray, inputs), np.asarray(index)
 
     def on_epoch_begin(self, epoch, logs=None):
         strata = self.model.strata

@@ -76,12 +76,11 @@ def scoring_examples(config):
     cached dataset otherwise."""
     examples = training_examples(config)
     spec = examples.element_spec[0][score_cache.INPUTS]
-    size = train_size(config) * int(np.prod(spec.shape)) * spec.dtype.size
-    if size > SCORING_ARRAYS_BYTES:
+    size = train_size(config)
+    if size * int(np.prod(spec.shape)) * spec.dtype.size > SCORING_ARRAYS_BYTES:
         return examples
-    batches = examples.map(lambda x, *_: x).batch(4096)
-    parts = [{key: value.numpy() for key, value in batch.items()} for batch in batches]
-    return {key: np.concatenate([part[key] for part in parts]) for key in parts[0]}
+    inputs = examples.map(lambda x, *_: x).batch(size).get_single_element()
+    return {key: value.numpy() for key, value in inputs.items()}
 
 
 def training_datasets(config, shuffle_seed=None, initial_epoch=0):

@@ -60,8 +60,10 @@ def _fit(config, model, backup_dir, verbose, extra_callbacks, shuffle_seed=None)
     resume.stateful_callbacks = [recorder] + ([adaptive] if adaptive else [])
     callbacks[1 if adaptive else 0 : 1 if adaptive else 0] = [recorder, resume]
     # The epochs' batches repeat, so the pass that scores an epoch's due
-    # examples before it reads the examples themselves.
-    scoring = {"scoring_data": build.scoring_examples(config)} if adaptive else {}
+    # examples before it reads the examples themselves. On several replicas
+    # the steps score their own (fit would ignore the examples).
+    one_replica = model.distribute_strategy.num_replicas_in_sync == 1
+    scoring = {"scoring_data": build.scoring_examples(config)} if adaptive and one_replica else {}
     model.fit(
         train,
         validation_data=validation_data,
