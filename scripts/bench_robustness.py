@@ -85,28 +85,18 @@ def naive_sweep_levels(model, images, eps_max, steps, batch_size, loss_fn):
     return np.concatenate(levels)
 
 
-def floor_passes(model, images, steps, batch_size):
-    """T forward+backward passes of each batch: what any T-step attack costs."""
+def repeated_passes(model, images, steps, batch_size, backward=True):
+    """T passes of each batch: forward+backward (what any T-step attack costs,
+    the floor) or, with `backward=False`, forward alone (the attack's last step)."""
 
     @tf.function(reduce_retracing=True)
     def one_pass(x):
+        if not backward:
+            return model(x, training=False)
         with tf.GradientTape() as tape:
             tape.watch(x)
             loss = tf.reduce_sum(model(x, training=False))
         return tape.gradient(loss, x)
-
-    for start in range(0, len(images), batch_size):
-        x = tf.constant(images[start : start + batch_size])
-        for _ in range(steps):
-            one_pass(x)
-
-
-def forward_passes(model, images, steps, batch_size):
-    """T forward passes of each batch: the cost of the attack's last step."""
-
-    @tf.function(reduce_retracing=True)
-    def one_pass(x):
-        return model(x, training=False)
 
     for start in range(0, len(images), batch_size):
         x = tf.constant(images[start : start + batch_size])
@@ -226,8 +216,8 @@ def main():
         "a0x": lambda: uncompacted_scorer(whole_batch_xla),
         "e": lambda: exported("compacted"),
         "e0": lambda: exported("whole-batch"),
-        "c": lambda: floor_passes(model, images, args.steps, args.batch_size),
-        "f": lambda: forward_passes(model, images, args.steps, args.batch_size),
+        "c": lambda: repeated_passes(model, images, args.steps, args.batch_size),
+        "f": lambda: repeated_passes(model, images, args.steps, args.batch_size, backward=False),
     }
     for function in measured.values():
         function()  # tracing and compilation
