@@ -2,7 +2,9 @@
 
 - Arrays get each example's index as an input (`score_cache.with_index`),
   so sample weights keep their own slot; a dataset must carry the index
-  already (`score_cache.index_examples`).
+  already (`score_cache.index_examples`). Arrays then reach Keras as one
+  repeating `tf.data` pipeline (`array_pipeline`), which does not stop
+  between epochs as Keras's array adapter does.
 - The score cache is sized from the data when `train_size` was not given,
   and `num_strata="auto"` is resolved from the eps callback's data.
 - The examples due for scoring in an epoch are scored before it, in large
@@ -34,6 +36,9 @@ _FIT_PARAMETERS = tuple(inspect.signature(keras.Model.fit).parameters)[1:]
 NEVER = 2**62
 # Examples per batch of the pass before an epoch.
 SCORING_BATCH_SIZE = 250
+# Largest arrays (all of x, y and sample weights) that `fit` feeds through
+# its own repeating pipeline; larger ones go to Keras's array adapter.
+ARRAY_PIPELINE_BYTES = 2**30
 
 
 class EpsUpdateCallback(keras.callbacks.Callback):
@@ -235,6 +240,58 @@ def _scoring_data(model, arguments, scoring_data):
     return _indexed_inputs(model, scoring_data)[0]
 
 
+def _floatx(array):
+    array = np.asarray(array)
+    # As Keras's array adapter: floating inputs in the backend's float type.
+    return array.astype(keras.config.floatx()) if np.issubdtype(array.dtype, np.floating) else array
+
+
+def array_pipeline(model, arguments):
+    """Keras's `fit` arguments with arrays `x, y[, sample_weight]` fed through
+    one repeating `tf.data` pipeline, where Keras's array adapter would do
+    the same work.
+
+    Keras's adapter starts a new iterator at every epoch, and the epoch's
+    first batches wait for it; this pipeline (a fresh shuffle each epoch
+    unless `shuffle=False`, then batches of `batch_size`, the last one
+    partial, prefetched across epoch ends) runs on, as the command line's
+    does. Anything else (`validation_split`, `steps_per_epoch`,
+    `shuffle="batch"`, several replicas, arrays over `ARRAY_PIPELINE_BYTES`)
+    is left to Keras.
+
+    Args:
+        model: the model being fitted.
+        arguments: Keras's `fit` keyword arguments, `x` already indexed.
+
+    Returns:
+        The arguments to pass on: `x` a dataset and `steps_per_epoch` set, or
+        `arguments` unchanged.
+    """
+    x, y, weights = (arguments.get(k) for k in ("x", "y", "sample_weight"))
+    shuffle = arguments.get("shuffle", True)
+    if (
+        model.distribute_strategy.num_replicas_in_sync > 1
+        or not (_is_arrays(x) and y is not None and _is_arrays(y))
+        or not (weights is None or _is_arrays(weights))
+        or arguments.get("validation_split")
+        or arguments.get("steps_per_epoch") is not None
+        or shuffle not in (True, False)
+    ):
+        return arguments
+    parts = tf.nest.map_structure(_floatx, (x, y) if weights is None else (x, y, weights))
+    leaves = tf.nest.flatten(parts)
+    if sum(leaf.nbytes for leaf in leaves) > ARRAY_PIPELINE_BYTES:
+        return arguments
+    size, batch_size = len(leaves[0]), arguments.get("batch_size") or 32
+    dataset = tf.data.Dataset.from_tensor_slices(parts)
+    if shuffle:  # a new order every pass over the data (reshuffle_each_iteration)
+        dataset = dataset.shuffle(size)
+    dataset = dataset.batch(batch_size).repeat().prefetch(tf.data.AUTOTUNE)
+    kept = {k: v for k, v in arguments.items() if k not in ("y", "sample_weight", "batch_size")}
+    # shuffle=False: the pipeline shuffles itself (Keras warns of True with a dataset).
+    return {**kept, "x": dataset, "steps_per_epoch": -(-size // batch_size), "shuffle": False}
+
+
 def prepare_fit(model, args, kwargs, scoring_data="auto"):
     """The keyword arguments of Keras's `fit` for an `ARAdaLSModel`'s `fit(*args, **kwargs)`."""
     arguments = _arguments(args, kwargs)
@@ -274,4 +331,4 @@ def prepare_fit(model, args, kwargs, scoring_data="auto"):
     if verbose != 0 and not any(isinstance(c, keras.callbacks.ProgbarLogger) for c in ordered):
         ordered.append(ShortProgbar())
     arguments["callbacks"] = ordered
-    return arguments
+    return array_pipeline(model, arguments)

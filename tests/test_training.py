@@ -116,6 +116,47 @@ def test_sample_weights_and_one_hot_labels_with_the_score_cache(digits):
     assert history.history["accuracy"][0] == pytest.approx(np.mean(log_probs.argmax(1) == y))
 
 
+def _epochs_of(arguments, epochs):
+    """The pipeline's batches, cut into `epochs` passes of `steps_per_epoch`."""
+    batches = list(arguments["x"].take(epochs * arguments["steps_per_epoch"]).as_numpy_iterator())
+    steps = arguments["steps_per_epoch"]
+    return [batches[e * steps : (e + 1) * steps] for e in range(epochs)]
+
+
+def test_arrays_reach_keras_as_one_repeating_pipeline_of_every_example_once_per_epoch():
+    x = np.arange(30, dtype=np.float64).reshape(10, 3)  # row i holds 3i, 3i+1, 3i+2
+    y = np.arange(10) % 4
+    weights = np.linspace(0.5, 2.0, 10)
+    model = keras.Sequential([keras.layers.Dense(2)])
+    given = {"x": x, "y": y, "sample_weight": weights, "batch_size": 4, "epochs": 3}
+    arguments = fitting.array_pipeline(model, given)
+    assert arguments["steps_per_epoch"] == 3 and arguments["shuffle"] is False
+    assert "y" not in arguments and "sample_weight" not in arguments
+    orders = []
+    for epoch in _epochs_of(arguments, 3):
+        # Batches of 4, 4, then the partial 2, as Keras's array adapter gives.
+        assert [len(batch[0]) for batch in epoch] == [4, 4, 2]
+        rows = np.concatenate([batch[0] for batch in epoch])
+        assert rows.dtype == np.float32  # floatx, as Keras casts arrays
+        order = (rows[:, 0] / 3).astype(int)
+        np.testing.assert_array_equal(np.sort(order), np.arange(10))  # each example once
+        # Labels and weights travel with their example.
+        np.testing.assert_array_equal(np.concatenate([b[1] for b in epoch]), y[order])
+        np.testing.assert_allclose(np.concatenate([b[2] for b in epoch]), weights[order], 1e-6)
+        orders.append(tuple(order))
+    assert len(set(orders)) == 3  # a new order every epoch (10! orders: a tie is ~1e-6)
+    unshuffled = fitting.array_pipeline(model, {**given, "shuffle": False})
+    for epoch in _epochs_of(unshuffled, 2):
+        rows = np.concatenate([batch[0] for batch in epoch])
+        np.testing.assert_array_equal(rows, x.astype(np.float32))
+    # What the pipeline does not do is left to Keras, untouched.
+    for extra in ({"validation_split": 0.2}, {"steps_per_epoch": 2}, {"shuffle": "batch"}):
+        left = {**given, **extra}
+        assert fitting.array_pipeline(model, left) is left
+    dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(4)
+    assert fitting.array_pipeline(model, {"x": dataset})["x"] is dataset
+
+
 def test_an_unindexed_dataset_is_a_clear_error(digits):
     model = _model()
     dataset = tf.data.Dataset.from_tensor_slices(digits["train"]).batch(64)
