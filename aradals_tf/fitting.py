@@ -280,7 +280,11 @@ def array_pipeline(model, arguments):
         return arguments
     parts = tf.nest.map_structure(_floatx, (x, y) if weights is None else (x, y, weights))
     leaves = tf.nest.flatten(parts)
-    if sum(leaf.nbytes for leaf in leaves) > ARRAY_PIPELINE_BYTES:
+    # Arrays of unequal lengths get Keras's own error message.
+    if (
+        len({len(leaf) for leaf in leaves}) > 1
+        or sum(leaf.nbytes for leaf in leaves) > ARRAY_PIPELINE_BYTES
+    ):
         return arguments
     size, batch_size = len(leaves[0]), arguments.get("batch_size") or 32
     dataset = tf.data.Dataset.from_tensor_slices(parts)
