@@ -278,16 +278,17 @@ def array_pipeline(model, arguments):
         or shuffle not in (True, False)
     ):
         return arguments
-    parts = tf.nest.map_structure(_floatx, (x, y) if weights is None else (x, y, weights))
-    leaves = tf.nest.flatten(parts)
-    # Arrays of unequal lengths get Keras's own error message.
+    given = (x, y) if weights is None else (x, y, weights)
+    leaves = [np.asarray(leaf) for leaf in tf.nest.flatten(given)]
+    # Checked before the cast copies anything. Arrays of unequal lengths get
+    # Keras's own error message.
     if (
         len({len(leaf) for leaf in leaves}) > 1
         or sum(leaf.nbytes for leaf in leaves) > ARRAY_PIPELINE_BYTES
     ):
         return arguments
     size, batch_size = len(leaves[0]), arguments.get("batch_size") or 32
-    dataset = tf.data.Dataset.from_tensor_slices(parts)
+    dataset = tf.data.Dataset.from_tensor_slices(tf.nest.map_structure(_floatx, given))
     if shuffle:  # a new order every pass over the data (reshuffle_each_iteration)
         dataset = dataset.shuffle(size)
     dataset = dataset.batch(batch_size).repeat().prefetch(tf.data.AUTOTUNE)
