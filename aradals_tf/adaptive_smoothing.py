@@ -235,7 +235,8 @@ class AdaptiveSmoothing(EpsUpdateCallback):
     `rescore_every`), bucket it with the model's strata, and update eps with
     the model's rule (`model.eps_rule`), scaled by `trust` (how far the
     inference-mode validation pass agrees with the training steps'
-    accuracy). The training examples are scored from that same epoch on.
+    accuracy); a pass trusted less than the rule's `min_trust` moves no eps.
+    The training examples are scored from that same epoch on.
 
     Writes into `logs` (so `History`, `CSVLogger` and `TensorBoard` record
     them) `eps_min`, `eps_mean`, `eps_max` and `eps_trust`, and per stratum

@@ -11,7 +11,8 @@ rule:
     eps_r <- clip(eps_r + clip(alpha * trust * step_r, -max_step, max_step), 0, eps_cap)
 
 `trust` in [0, 1] says how far the validation pass can be believed (see
-`adaptive_smoothing`); `max_step` bounds what one epoch can do.
+`adaptive_smoothing`), and a pass trusted less than `min_trust` moves nothing;
+`max_step` bounds what one epoch can do.
 
 The rules, by name (`get`):
 
@@ -119,6 +120,12 @@ class EpsRule:
         alpha: step size.
         eps_cap: largest eps.
         max_step: the most any stratum's eps moves in one update.
+        min_trust: a validation pass trusted less than this moves no eps.
+            Above it the step is scaled by the trust; below it the pass has
+            lost more than that share of the training accuracy above chance
+            (BatchNorm's moving statistics early in training, say), and its
+            gaps describe another network: scaled steps from such passes,
+            repeated over epochs, would add up to the cap.
     """
 
     name = None
@@ -128,6 +135,7 @@ class EpsRule:
         alpha=choices.DEFAULT_ALPHA,
         eps_cap=choices.DEFAULT_EPS_CAP,
         max_step=choices.DEFAULT_MAX_STEP,
+        min_trust=choices.DEFAULT_MIN_TRUST,
     ):
         if not float(alpha) >= 0:
             raise ValueError(f"alpha must be >= 0; got {alpha}.")
@@ -135,9 +143,12 @@ class EpsRule:
             raise ValueError(f"eps_cap must be in [0, 1]; got {eps_cap}.")
         if not float(max_step) > 0:
             raise ValueError(f"max_step must be > 0; got {max_step}.")
+        if not 0 <= float(min_trust) <= 1:
+            raise ValueError(f"min_trust must be in [0, 1]; got {min_trust}.")
         self.alpha = float(alpha)
         self.eps_cap = float(eps_cap)
         self.max_step = float(max_step)
+        self.min_trust = float(min_trust)
 
     def step(self, statistics):
         """The rule's step per stratum (before `alpha`), float `[R]`; NaN
@@ -150,9 +161,12 @@ class EpsRule:
         Args:
             eps: float `[R]`, the current eps.
             statistics: `ValidationStatistics` of this epoch.
-            trust: in [0, 1], how far this validation pass can be believed.
+            trust: in [0, 1], how far this validation pass can be believed;
+                below `min_trust` eps stays where it is.
         """
         eps = np.asarray(eps, np.float64)
+        if float(trust) < self.min_trust:
+            return eps.astype(np.float32)
         step = self.step(statistics)
         move = np.clip(
             self.alpha * float(trust) * np.nan_to_num(step), -self.max_step, self.max_step
@@ -161,7 +175,12 @@ class EpsRule:
         return np.where(np.isfinite(step), updated, eps).astype(np.float32)
 
     def get_config(self):
-        return {"alpha": self.alpha, "eps_cap": self.eps_cap, "max_step": self.max_step}
+        return {
+            "alpha": self.alpha,
+            "eps_cap": self.eps_cap,
+            "max_step": self.max_step,
+            "min_trust": self.min_trust,
+        }
 
     @classmethod
     def from_config(cls, config):

@@ -283,7 +283,8 @@ def test_auto_strata_warmup_and_the_update_as_fit_runs_it(digits, tmp_path):
     assert sum(capture.logs[1][f"stratum{r}_train_count"] for r in range(model.num_strata)) == len(
         digits["train"][1]
     )
-    # The third update from the recorded statistics (trust and the additive step).
+    # The third update from the recorded statistics (trust, its gate and the additive step).
+    assert third["eps_trust"] >= model.eps_rule.min_trust  # else nothing moves: no test
     for r in range(model.num_strata):
         if third[f"stratum{r}_val_count"] > 0:
             step = third[f"stratum{r}_conf"] - third[f"stratum{r}_acc"]
