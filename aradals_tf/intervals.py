@@ -40,7 +40,7 @@ from scipy import special
 DEFAULT_RESAMPLES = 10_000
 # Resamples are drawn and reduced in chunks of this many, to bound memory.
 CHUNK = 1_000
-METRICS = ("ece", "debiased_ece", "adaptive_ece", "nll", "brier")
+METRICS = ("ece", "debiased_ece", "adaptive_ece", "nll", "brier", "accuracy")
 # The estimators the verdicts rest on (their intervals' coverage is tested).
 VERDICT_METRICS = ("debiased_ece", "nll", "brier")
 
@@ -205,6 +205,7 @@ _FUNCTIONS = {
     "adaptive_ece": _adaptive_ece,
     "nll": _per_example("nll"),
     "brier": _per_example("brier"),
+    "accuracy": _per_example("correct"),
 }
 
 

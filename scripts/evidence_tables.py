@@ -18,13 +18,8 @@ import argparse
 import json
 import os
 
-METRICS = (
-    ("ece", "ECE %", 100),
-    ("debiased_ece", "debiased ECE %", 100),
-    ("nll", "NLL", 1),
-    ("brier", "Brier", 1),
-)
-VERDICTS = (("debiased_ece", "dECE"), ("nll", "NLL"), ("brier", "Brier"))
+from aradals_tf.experiments.tables import EVIDENCE_METRICS
+from aradals_tf.experiments.tables import VERDICT_METRICS
 
 
 def _cell(result, scale):
@@ -46,41 +41,47 @@ def main():
         f"{sorted(set(evidence['seeds'].values()))} seeds per method, {evidence['resamples']} "
         "resamples of examples and seeds:\n"
     )
-    print("| method | data | calibration | " + " | ".join(t for _, t, _ in METRICS) + " |")
-    print("| --- | --- | --- |" + " ---: |" * len(METRICS))
+    first = next(iter(evidence["methods"].values()))["raw"]["clean"]
+    # A comparison.json written before accuracy was reported has no accuracy column.
+    shown = [entry for entry in EVIDENCE_METRICS if entry[0] in first]
+    print("| method | data | calibration | " + " | ".join(t for _, t, _ in shown) + " |")
+    print("| --- | --- | --- |" + " ---: |" * len(shown))
     for label, kinds in evidence["methods"].items():
         for condition in ("clean", "shift"):
             for kind, results in kinds.items():
                 if condition not in results:
                     continue
-                cells = [_cell(results[condition][m], s) for m, _, s in METRICS]
+                cells = [_cell(results[condition][m], s) for m, _, s in shown]
                 calibration = "none" if kind == "raw" else "TS"
                 print(f"| {label} | {condition} | {calibration} | " + " | ".join(cells) + " |")
     if claims is None:
         pairs, family, verdict_key = evidence["pairs"], evidence["family"], "verdict"
     else:
         pairs, verdict_key = claims["pairs"], "verdict_page"
-        family = len(pairs) * 2 * len(VERDICTS) + sum(len(c) for c in claims["claim_a"].values())
+        family = len(pairs) * 2 * len(VERDICT_METRICS) + sum(
+            len(c) for c in claims["claim_a"].values()
+        )
     print(
-        "\nPaired differences (negative: the first is better); verdicts at 95 %, Holm-adjusted "
-        f"over "
-        f"the page's {family} differences:\n"
+        "\nPaired differences (negative: the first is better; for accuracy, positive); verdicts at "
+        f"95 %, Holm-adjusted over the page's {family} differences:\n"
     )
+    # The claim-a file's copy of the pairs may predate the accuracy column.
+    shown = [entry for entry in shown if not pairs or entry[0] in pairs[0]["clean"]]
     print(
         "| difference | data | "
-        + " | ".join(t for _, t, _ in METRICS)
+        + " | ".join(t for _, t, _ in shown)
         + " | "
-        + " | ".join(f"verdict ({t})" for _, t in VERDICTS)
+        + " | ".join(f"verdict ({t})" for _, t in VERDICT_METRICS)
         + " |"
     )
-    print("| --- | --- |" + " ---: |" * len(METRICS) + " --- |" * len(VERDICTS))
+    print("| --- | --- |" + " ---: |" * len(shown) + " --- |" * len(VERDICT_METRICS))
     for pair in pairs:
         a, b = pair["pair"].split(":")
         for condition in ("clean", "shift"):
             if condition not in pair:
                 continue
-            cells = [_cell(pair[condition][m], s) for m, _, s in METRICS]
-            verdicts = [pair[condition][m][verdict_key] for m, _ in VERDICTS]
+            cells = [_cell(pair[condition][m], s) for m, _, s in shown]
+            verdicts = [pair[condition][m][verdict_key] for m, _ in VERDICT_METRICS]
             print(f"| {a} - {b} | {condition} | " + " | ".join(cells + verdicts) + " |")
     if claims is None:
         return

@@ -267,6 +267,13 @@ def test_cross_fitted_comparison_tests_every_example_once_with_paired_verdicts(
     vanilla = evidence["methods"]["vanilla"]["raw"]["clean"]["ece"]
     assert vanilla["value"] == pytest.approx(pooled, abs=1e-5)
     assert vanilla["low"] <= vanilla["value"] <= vanilla["high"]
+    # Accuracy is reported (the share of the pooled predictions' top class that is the label)
+    # but judged by no verdict.
+    labels, logits = np.concatenate(labels), np.concatenate(logits)
+    accuracy = evidence["methods"]["vanilla"]["raw"]["clean"]["accuracy"]
+    assert accuracy["value"] == pytest.approx(np.mean(logits.argmax(-1) == labels), abs=1e-9)
+    assert "verdict" not in evidence["pairs"][0]["clean"]["accuracy"]
+    assert "accuracy %" in experiments.format_comparison(summary)
     pair = evidence["pairs"][0]
     ls = evidence["methods"]["ls"]["raw"]["clean"]["ece"]["value"]
     assert pair["clean"]["ece"]["value"] == pytest.approx(ls - vanilla["value"])

@@ -37,7 +37,11 @@ def test_weights_of_one_give_the_metrics_module(metric, reference):
     assert value == pytest.approx(float(reference(labels, logits, from_logits=True)), abs=2e-6)
 
 
-@pytest.mark.parametrize("metric", ["ece", "nll", "adaptive_ece"])
+def _accuracy(labels, logits, from_logits=True):
+    return np.mean(np.argmax(logits, axis=-1) == labels)
+
+
+@pytest.mark.parametrize("metric", ["ece", "nll", "adaptive_ece", "accuracy"])
 def test_a_resample_is_the_metric_of_the_resampled_arrays(metric):
     """The slow obvious way: repeat each example as often as it was drawn."""
     labels, logits = _calibrated(0.7, seed=1)
@@ -48,6 +52,7 @@ def test_a_resample_is_the_metric_of_the_resampled_arrays(metric):
         "ece": metrics.expected_calibration_error,
         "nll": metrics.negative_log_likelihood,
         "adaptive_ece": metrics.adaptive_calibration_error,
+        "accuracy": _accuracy,
     }[metric]
     for row, value in zip(weights, fast):
         drawn = np.repeat(np.arange(N), row.astype(int))

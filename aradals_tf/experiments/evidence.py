@@ -1,15 +1,15 @@
 """The evidence of a comparison: intervals over test examples and seeds, and verdicts.
 
-Each method's plug-in ECE, debiased ECE, NLL and Brier score, clean and
-averaged over the shifted copies, get a 95 % bootstrap interval
+Each method's plug-in ECE, debiased ECE, NLL, Brier score and accuracy, clean
+and averaged over the shifted copies, get a 95 % bootstrap interval
 (`aradals_tf.intervals`); each pair of methods that decides a claim gets the
 paired interval of its difference over the same resamples. The runs of one
 seed over the cross-fitting folds are pooled first (their predictions
 concatenated: every example of the dataset is tested once per seed), and
 with several seeds every resample draws seeds as well as examples, so the
 intervals carry training noise. The verdicts (better, worse, no difference)
-rest on the debiased ECE, NLL and Brier, Holm-adjusted over the whole family
-of differences a comparison judges.
+rest on the debiased ECE, NLL and Brier (accuracy is reported, not judged),
+Holm-adjusted over the whole family of differences a comparison judges.
 """
 
 import numpy as np
@@ -21,7 +21,8 @@ from aradals_tf.experiments import evaluate
 
 CONDITIONS = ("clean", "shift")
 KINDS = {"raw": "", "temperature": "+ts"}
-METRICS = ("ece", "debiased_ece", "nll", "brier")
+# Accuracy is reported beside the calibration endpoints but judged by no verdict.
+METRICS = ("ece", "debiased_ece", "nll", "brier", "accuracy")
 
 
 def run_examples(run_dir, config, kind="raw", num_bins=15):
@@ -153,6 +154,8 @@ def comparison_evidence(runs, pairs=(), resamples=intervals.DEFAULT_RESAMPLES, s
                 value_a, draws_a = replicates(a, condition, metric)
                 value_b, draws_b = replicates(b, condition, metric)
                 result = intervals.summarize(value_a - value_b, draws_a - draws_b, paired=True)
+                if metric == "accuracy":  # higher is better, and it is not judged
+                    del result["verdict"]
                 entry[condition][metric] = result
                 if metric in intervals.VERDICT_METRICS:
                     family.append(result)

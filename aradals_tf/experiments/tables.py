@@ -185,25 +185,29 @@ def _interval_cell(result, scale):
     )
 
 
-_EVIDENCE_METRICS = (
+# (metric, column title, scale) of the evidence tables; accuracy has no verdict.
+EVIDENCE_METRICS = (
     ("ece", "ECE %", 100),
     ("debiased_ece", "debiased ECE %", 100),
     ("nll", "NLL", 1),
     ("brier", "Brier", 1),
+    ("accuracy", "accuracy %", 100),
 )
-_VERDICT_METRICS = (("debiased_ece", "dECE"), ("nll", "NLL"), ("brier", "Brier"))
+VERDICT_METRICS = (("debiased_ece", "dECE"), ("nll", "NLL"), ("brier", "Brier"))
 
 
 def format_evidence(evidence):
     """A comparison's intervals and verdicts (`experiments.evidence`) as text."""
     first = next(iter(evidence["methods"].values()))["raw"]
     conditions = [c for c in ("clean", "shift") if c in first]
-    header = ["method", "data", "calibration"] + [title for _, title, _ in _EVIDENCE_METRICS]
+    # A comparison.json written before accuracy was reported has no accuracy column.
+    shown = [entry for entry in EVIDENCE_METRICS if entry[0] in first[conditions[0]]]
+    header = ["method", "data", "calibration"] + [title for _, title, _ in shown]
     body = []
     for label, kinds in evidence["methods"].items():
         for condition in conditions:
             for kind, results in kinds.items():
-                cells = [_interval_cell(results[condition][m], s) for m, _, s in _EVIDENCE_METRICS]
+                cells = [_interval_cell(results[condition][m], s) for m, _, s in shown]
                 body.append([label, condition, "none" if kind == "raw" else "TS"] + cells)
     seeds = sorted(set(evidence.get("seeds", {}).values())) or [1]
     lines = [
@@ -213,21 +217,20 @@ def format_evidence(evidence):
     ]
     lines += _aligned(header, body, left_columns=3)
     if evidence["pairs"]:
-        titles = [t for _, t, _ in _EVIDENCE_METRICS] + [
-            f"verdict ({t})" for _, t in _VERDICT_METRICS
-        ]
+        titles = [t for _, t, _ in shown] + [f"verdict ({t})" for _, t in VERDICT_METRICS]
         header = ["difference", "data"] + titles
         body = []
         for pair in evidence["pairs"]:
             a, b = pair["pair"].split(":")
             for condition in conditions:
                 results = pair[condition]
-                cells = [_interval_cell(results[m], s) for m, _, s in _EVIDENCE_METRICS]
-                verdicts = [results[m]["verdict"] for m, _ in _VERDICT_METRICS]
+                cells = [_interval_cell(results[m], s) for m, _, s in shown]
+                verdicts = [results[m]["verdict"] for m, _ in VERDICT_METRICS]
                 body.append([f"{a} - {b}", condition] + cells + verdicts)
         lines += [
             "",
-            "Paired differences (same resamples; negative = the first is better); verdicts "
+            "Paired differences (same resamples; negative = the first is better, except "
+            "accuracy); verdicts "
             f"Holm-adjusted over the {evidence.get('family', 0)} differences judged:",
         ]
         lines += _aligned(header, body, left_columns=2)
