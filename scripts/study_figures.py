@@ -10,7 +10,9 @@ From the runs of a comparison directory it writes, next to `--prefix`:
                             predictions (every example once): vanilla, vanilla
                             with its temperature, AR-AdaLS and the ensembles;
   <prefix>-eps.png          eps per stratum over the epochs of AR-AdaLS (the fold
-                            where eps moved most);
+                            where eps moved most), and per run of each method
+                            with eps: its largest, the least robust stratum's
+                            final one, and the longest stretch at the cap;
   <prefix>-robustness-<method>.png
                             calibration per robustness decile of the pooled
                             test examples, vanilla (before) and AR-AdaLS (after),
@@ -150,6 +152,54 @@ def eps_plot(study, method, path):
     return plots.eps_per_stratum(records, path, title=title)
 
 
+def _longest_at_cap(eps, cap):
+    """`(length, start)` of the longest stretch of epochs a row of eps sits at `cap`."""
+    best, length = (0, 0), 0
+    for epoch, value in enumerate(eps):
+        length = length + 1 if value >= cap - 1e-6 else 0
+        if length > best[0]:
+            best = (length, epoch - length + 1)
+    return best
+
+
+def eps_summary(study, method, seeds):
+    """One line per run of an AR-AdaLS method: its largest eps (and epoch), the
+    least robust stratum's final eps, and the longest stretch any stratum was
+    held at the cap, with the smallest validation gap over that stretch (issue
+    22: no stratum at the cap for more than two epochs unless its gap stays
+    above the cap's level). `[]` for a method without eps."""
+    lines = []
+    for seed in seeds:
+        for fold, run in enumerate(_runs(study, method, seed)):
+            history = atomic.read_json(os.path.join(run, "history.json"))
+            strata = sorted(
+                (k for k in history if k.startswith("stratum") and k.endswith("_eps")),
+                key=lambda key: int(key[len("stratum") : -len("_eps")]),
+            )
+            if not strata:
+                return []
+            cap = atomic.read_json(os.path.join(run, "config.json"))["eps_cap"]
+            eps = np.array([history[key] for key in strata])  # [strata, epochs]
+            (length, start), stratum = max(
+                (_longest_at_cap(row, cap), r) for r, row in enumerate(eps)
+            )
+            held = ""
+            if length:
+                gap = np.subtract(
+                    history[f"stratum{stratum}_conf"], history[f"stratum{stratum}_acc"]
+                )
+                held = (
+                    f", stratum {stratum} from epoch {start + 1}, smallest gap meanwhile "
+                    f"{gap[start : start + length].min():+.3f}"
+                )
+            lines.append(
+                f"eps, {method} fold {fold} seed {seed}: largest {eps.max():.3f} (epoch "
+                f"{int(np.argmax(eps.max(0))) + 1}), least robust stratum's final "
+                f"{eps[0, -1]:.4f}, longest at the cap ({cap}) {length} epochs{held}"
+            )
+    return lines
+
+
 ATTACK_STEPS = 10
 ATTACK_CACHE = "robustness_test.npz"
 
@@ -249,6 +299,9 @@ def main():
     panels += [(f"ensemble {m}", m, False) for m in args.ensembles.split(",") if m]
     print(reliability(args.study, panels, f"{args.prefix}-reliability.png"))
     print(eps_plot(args.study, "ar-adals", f"{args.prefix}-eps.png"))
+    for method in methods:
+        for line in eps_summary(args.study, method, seeds):
+            print(line)
     summary = {}
     for method in ("vanilla", "ar-adals"):
         labels, logits, radii = _attacked(args.study, method, seeds[0])[1:]
