@@ -20,12 +20,7 @@ import os
 
 from aradals_tf.experiments.tables import EVIDENCE_METRICS
 from aradals_tf.experiments.tables import VERDICT_METRICS
-
-
-def _cell(result, scale):
-    digits = 2 if scale == 100 else 3
-    value, low, high = (scale * result[k] for k in ("value", "low", "high"))
-    return f"{value:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
+from aradals_tf.experiments.tables import interval_cell
 
 
 def main():
@@ -51,7 +46,7 @@ def main():
             for kind, results in kinds.items():
                 if condition not in results:
                     continue
-                cells = [_cell(results[condition][m], s) for m, _, s in shown]
+                cells = [interval_cell(results[condition][m], s) for m, _, s in shown]
                 calibration = "none" if kind == "raw" else "TS"
                 print(f"| {label} | {condition} | {calibration} | " + " | ".join(cells) + " |")
     if claims is None:
@@ -80,7 +75,7 @@ def main():
         for condition in ("clean", "shift"):
             if condition not in pair:
                 continue
-            cells = [_cell(pair[condition][m], s) for m, _, s in shown]
+            cells = [interval_cell(pair[condition][m], s) for m, _, s in shown]
             verdicts = [pair[condition][m][verdict_key] for m, _ in VERDICT_METRICS]
             print(f"| {a} - {b} | {condition} | " + " | ".join(cells + verdicts) + " |")
     if claims is None:
@@ -93,7 +88,7 @@ def main():
     for method, contrasts in claims["claim_a"].items():
         for name, r in contrasts.items():
             holds = {"worse": "holds", "better": "reversed"}.get(r["verdict_page"], "no difference")
-            print(f"| {method} | {name} | {_cell(r, 100)} | {r['p_page']:.4f} | {holds} |")
+            print(f"| {method} | {name} | {interval_cell(r, 100)} | {r['p_page']:.4f} | {holds} |")
 
 
 if __name__ == "__main__":

@@ -177,7 +177,8 @@ def format_export(run_dir, config, path, meta):
     return "\n".join(lines)
 
 
-def _interval_cell(result, scale):
+def interval_cell(result, scale):
+    """`value [low, high]` of an interval, times `scale` (2 decimals for %, else 3)."""
     digits = 2 if scale == 100 else 3
     return (
         f"{scale * result['value']:.{digits}f} "
@@ -207,7 +208,7 @@ def format_evidence(evidence):
     for label, kinds in evidence["methods"].items():
         for condition in conditions:
             for kind, results in kinds.items():
-                cells = [_interval_cell(results[condition][m], s) for m, _, s in shown]
+                cells = [interval_cell(results[condition][m], s) for m, _, s in shown]
                 body.append([label, condition, "none" if kind == "raw" else "TS"] + cells)
     seeds = sorted(set(evidence.get("seeds", {}).values())) or [1]
     lines = [
@@ -224,7 +225,7 @@ def format_evidence(evidence):
             a, b = pair["pair"].split(":")
             for condition in conditions:
                 results = pair[condition]
-                cells = [_interval_cell(results[m], s) for m, _, s in shown]
+                cells = [interval_cell(results[m], s) for m, _, s in shown]
                 verdicts = [results[m]["verdict"] for m, _ in VERDICT_METRICS]
                 body.append([f"{a} - {b}", condition] + cells + verdicts)
         lines += [
